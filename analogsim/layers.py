@@ -1,0 +1,138 @@
+"""Flax nnx layers whose weights live on simulated analog crossbars.
+
+The device states are stored in :class:`AnalogWeight` and the per-cross-point device
+parameters in :class:`DeviceParameters`, both ``nnx.Variable`` subclasses that are *not*
+``nnx.Param``: ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.grad`` never touch
+them. Analog weights change only through pulsed updates (:mod:`analogsim.training`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card
+from flax import nnx
+
+from .periphery import IOParameters
+from .pulsed_update import UpdateParameters
+from .tile import analog_matmul
+
+__all__ = ["AnalogLinear", "AnalogWeight", "DeviceParameters", "Tape", "analog_layers"]
+
+BACKWARD_IO = IOParameters(bound_management="none")
+
+
+class AnalogWeight(nnx.Variable):
+    """Device states of an analog array, (out, in), normalised weight units."""
+
+
+class DeviceParameters(nnx.Variable):
+    """Per-cross-point device parameters (:class:`device_models.CrossPoints`), drawn once."""
+
+
+class Tape(nnx.Variable):
+    """Scratch space the trainer uses to collect what the pulsed update needs.
+
+    Empty outside training. During a training step the trainer puts a zero ``probe`` of the
+    output's shape here; the layer adds it to its output (so the gradient with respect to
+    the probe is the per-sample error ``d``) and records its input ``x`` and read counts.
+    """
+
+
+def _as_model(device: DeviceCard | AbstractPulsedModel | str) -> AbstractPulsedModel:
+    if isinstance(device, str):
+        device = load_card(device)
+    if isinstance(device, DeviceCard):
+        device = device.model
+    if not isinstance(device, AbstractPulsedModel):
+        raise TypeError(f"device: expected a card name, DeviceCard or device model, got {type(device).__name__}")
+    # Static module attributes must be hashable: keep parameters as Python floats.
+    pulsed = type(device.pulsed)(**{f.name: float(getattr(device.pulsed, f.name)) for f in dataclasses.fields(device.pulsed)})
+    return dataclasses.replace(device, pulsed=pulsed)
+
+
+class AnalogLinear(nnx.Module):
+    """A dense layer ``y = W x + b`` with ``W`` on an analog crossbar and ``b`` digital.
+
+    Reads go through the forward/backward periphery (:class:`IOParameters`); the weights
+    change by pulses (:func:`analogsim.pulsed_update.pulsed_update`) when trained with
+    :func:`analogsim.training.train` or :func:`analogsim.training.make_train_step`.
+    Initialisation matches aihwkit's ``AnalogLinear`` (PyTorch's): weights and bias uniform in
+    :math:`\\pm 1/\\sqrt{in}`, weights clipped to each cross-point's bounds; the bias is digital
+    (aihwkit's ``digital_bias``).
+
+    Args:
+      in_features: input size.
+      out_features: output size.
+      device: a built-in card name, a path to a card, a :class:`DeviceCard` or a model.
+      use_bias: add a digital bias.
+      forward_io: periphery of the forward read.
+      backward_io: periphery of the backward read (no bound management by default).
+      update: pulsed-update settings.
+      rngs: ``params`` draws the weights and device-to-device variation; ``read`` seeds this
+        layer's read-noise stream (used when no ``key`` is passed to ``__call__``).
+
+    Example:
+      >>> layer = AnalogLinear(4, 2, device="constant-step", rngs=nnx.Rngs(0))
+      >>> y = layer(jnp.ones((3, 4)))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        device: DeviceCard | AbstractPulsedModel | str = "constant-step",
+        use_bias: bool = True,
+        forward_io: IOParameters = IOParameters(),
+        backward_io: IOParameters = BACKWARD_IO,
+        update: UpdateParameters = UpdateParameters(),
+        rngs: nnx.Rngs,
+    ):
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"AnalogLinear: sizes must be >= 1, got in={in_features}, out={out_features}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.model = _as_model(device)
+        self.forward_io = forward_io
+        self.backward_io = backward_io
+        self.update = update
+        k_w, k_b, k_dev, k_read = jax.random.split(rngs.params(), 4)
+        bound = 1.0 / math.sqrt(in_features)
+        cp = draw_crosspoints(self.model, (out_features, in_features), key=k_dev)
+        w0 = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
+        self.device = DeviceParameters(cp)
+        self.weight = AnalogWeight(jnp.clip(w0, cp.b_min, cp.b_max))
+        self.bias = nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
+        self.rngs = nnx.Rngs(read=k_read)
+        self.tape = Tape({})
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Forward read of ``x`` (..., in) -> (..., out).
+
+        Args:
+          x: inputs; leading dimensions are flattened into the batch.
+          key: PRNG key of the read noise; by default the layer's own ``read`` stream.
+        """
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"AnalogLinear: input has {x.shape[-1]} features, layer expects {self.in_features}")
+        if key is None:
+            key = self.rngs.read()
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        y, reads = analog_matmul(self.weight.get_value(), x2, key, self.forward_io, self.backward_io)
+        tape = self.tape.get_value()
+        if "probe" in tape:
+            y = y + tape["probe"]
+            self.tape.set_value({**tape, "x": x2, "reads": reads})
+        if self.bias is not None:
+            y = y + self.bias.get_value()
+        return y.reshape(*lead, self.out_features)
+
+
+def analog_layers(model: nnx.Module) -> list[tuple[tuple, AnalogLinear]]:
+    """The analog layers of ``model`` with their paths, in a fixed (path) order."""
+    return [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, AnalogLinear)]

@@ -1,0 +1,40 @@
+"""device_models: the physics of one resistive device, usable on its own.
+
+Models are frozen pytree dataclasses (parameters) plus pure functions of
+``(model, cross_points, state, pulses, *, key)``. Nothing here imports analogsim, Flax or
+optax.
+"""
+
+from .cards import BUILTIN_CARDS, CardError, DeviceCard, builtin_card_names, load_card, parse_card
+from .constant_step import ConstantStep
+from .pulsed import (
+    AbstractPulsedModel,
+    CrossPoints,
+    PulsedParams,
+    apply_pulses,
+    draw_crosspoints,
+    expected_step,
+    nominal_crosspoints,
+)
+from .registry import MODELS, model_class
+from .soft_bounds import SoftBounds
+
+__all__ = [
+    "BUILTIN_CARDS",
+    "MODELS",
+    "AbstractPulsedModel",
+    "CardError",
+    "ConstantStep",
+    "CrossPoints",
+    "DeviceCard",
+    "PulsedParams",
+    "SoftBounds",
+    "apply_pulses",
+    "builtin_card_names",
+    "draw_crosspoints",
+    "expected_step",
+    "load_card",
+    "model_class",
+    "nominal_crosspoints",
+    "parse_card",
+]

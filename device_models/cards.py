@@ -1,0 +1,239 @@
+"""Device cards: a device model's nominal parameters, with units and provenance, in TOML.
+
+A card looks like this (every number is a table with ``value``, ``unit``, ``provenance``
+(``measured``, ``fitted`` or ``assumed``) and ``source``)::
+
+    name = "soft-bounds"
+    model = "soft-bounds"
+    description = "aihwkit SoftBoundsDevice defaults"
+
+    [parameters.dw_min]
+    value = 0.001
+    unit = "1"                 # normalised weight units
+    provenance = "assumed"
+    source = "aihwkit 1.1.0, SoftBoundsDevice default"
+
+    [physical.g_max]            # optional: mapping of weights to siemens, and pulse energy
+    value = 10.0
+    unit = "uS"
+    ...
+
+Physical values are converted to SI once, at load (``g_min_s``, ``g_max_s`` in siemens,
+``pulse_energy_j`` in joules, ``pulse_voltage_v`` in volts, ``pulse_width_s`` in seconds).
+Weights map to conductance linearly: ``G = g_min + (w - w_min) / (w_max - w_min) * (g_max - g_min)``
+with the card's nominal ``w_min``/``w_max``.
+
+Every field is checked where the card enters; a bad one raises :class:`CardError` (a
+``ValueError``) naming the file, the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .pulsed import AbstractPulsedModel, PulsedParams
+from .registry import MODELS
+
+__all__ = ["BUILTIN_CARDS", "CardError", "DeviceCard", "builtin_card_names", "load_card", "parse_card"]
+
+PROVENANCES = ("measured", "fitted", "assumed")
+_NORMALISED_UNITS = {"1": 1.0}
+_UNITS = {
+    "conductance": {"S": 1.0, "mS": 1e-3, "uS": 1e-6, "nS": 1e-9},
+    "energy": {"J": 1.0, "pJ": 1e-12, "fJ": 1e-15, "aJ": 1e-18},
+    "voltage": {"V": 1.0, "mV": 1e-3},
+    "time": {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
+}
+# name in the card -> (SI attribute name, unit family, check, description of what is allowed)
+_PHYSICAL = {
+    "g_min": ("g_min_s", "conductance", lambda v: v >= 0, ">= 0"),
+    "g_max": ("g_max_s", "conductance", lambda v: v > 0, "> 0"),
+    "pulse_energy": ("pulse_energy_j", "energy", lambda v: v >= 0, ">= 0"),
+    "pulse_voltage": ("pulse_voltage_v", "voltage", lambda v: v != 0, "non-zero"),
+    "pulse_width": ("pulse_width_s", "time", lambda v: v > 0, "> 0"),
+}
+# PulsedParams field -> (check, description of what is allowed)
+_PULSED_CHECKS = {
+    "dw_min": (lambda v: v > 0, "> 0"),
+    "dw_min_dtod": (lambda v: v >= 0, ">= 0"),
+    "dw_min_std": (lambda v: v >= 0, ">= 0"),
+    "up_down": (lambda v: -1 < v < 1, "in (-1, 1)"),
+    "up_down_dtod": (lambda v: v >= 0, ">= 0"),
+    "w_max": (lambda v: v > 0, "> 0"),
+    "w_min": (lambda v: v < 0, "< 0"),
+    "w_max_dtod": (lambda v: v >= 0, ">= 0"),
+    "w_min_dtod": (lambda v: v >= 0, ">= 0"),
+}
+BUILTIN_CARDS = ("constant-step", "soft-bounds", "wo3-protonic")
+
+
+class CardError(ValueError):
+    """A device card that cannot be used; the message names file, field, value and the rule."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceCard:
+    """A loaded, checked device card."""
+
+    name: str
+    model: AbstractPulsedModel  # the model with the card's nominal parameters
+    description: str
+    source_file: str  # where the card was read from
+    physical: dict[str, float]  # SI values: g_min_s, g_max_s, pulse_energy_j, ...
+    provenance: dict[str, tuple[str, str]]  # field -> (provenance, source)
+
+    @property
+    def model_name(self) -> str:
+        return type(self.model).name
+
+
+def builtin_card_names() -> tuple[str, ...]:
+    """The names of the cards shipped with the package."""
+    return BUILTIN_CARDS
+
+
+def _builtin_path(name: str):
+    return resources.files("device_models").joinpath("cards", f"{name}.toml")
+
+
+def load_card(name_or_path: str | Path) -> DeviceCard:
+    """Load a card by built-in name (see :func:`builtin_card_names`) or by path to a TOML file.
+
+    Raises:
+      CardError: the name is neither built in nor an existing file, the TOML is malformed, or
+        any field is missing, unknown, of the wrong type or unit, or out of range.
+    """
+    text_name = str(name_or_path)
+    if text_name in BUILTIN_CARDS:
+        res = _builtin_path(text_name)
+        return parse_card(res.read_text(encoding="utf-8"), source=f"<built-in {text_name}>")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise CardError(
+            f"device card {text_name!r}: not a built-in card and no such file; "
+            f"built-in cards: {', '.join(BUILTIN_CARDS)}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CardError(f"device card {path}: cannot be read as UTF-8 text ({err})") from None
+    return parse_card(text, source=str(path))
+
+
+def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tuple[float, str, str]:
+    """Check one ``{value, unit, provenance, source}`` table; return (SI value, provenance, source)."""
+    if not isinstance(entry, dict):
+        raise CardError(
+            f"{source}: field {field!r}: value {entry!r} is not allowed; "
+            "must be a table with value, unit, provenance and source"
+        )
+    allowed_keys = {"value", "unit", "provenance", "source", "note"}
+    extra = sorted(set(entry) - allowed_keys)
+    if extra:
+        raise CardError(f"{source}: field {field!r}: unknown key(s) {extra}; allowed: {sorted(allowed_keys)}")
+    for key in ("value", "unit", "provenance", "source"):
+        if key not in entry:
+            raise CardError(f"{source}: field {field!r}: missing {key!r}")
+    value = entry["value"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be a number")
+    if not math.isfinite(value):
+        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be finite")
+    unit = entry["unit"]
+    if unit not in units:
+        raise CardError(
+            f"{source}: field '{field}.unit': value {unit!r} is not allowed; allowed: {', '.join(units)}"
+        )
+    prov = entry["provenance"]
+    if prov not in PROVENANCES:
+        raise CardError(
+            f"{source}: field '{field}.provenance': value {prov!r} is not allowed; "
+            f"allowed: {', '.join(PROVENANCES)}"
+        )
+    src = entry["source"]
+    if not isinstance(src, str) or not src.strip():
+        raise CardError(f"{source}: field '{field}.source': value {src!r} is not allowed; must be a non-empty string")
+    return float(value) * units[unit], prov, src
+
+
+def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
+    """Parse and check the TOML text of a card (see the module docstring for the format)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CardError(f"{source}: not valid TOML ({err})") from None
+    allowed_top = {"name", "model", "description", "parameters", "physical"}
+    extra = sorted(set(doc) - allowed_top)
+    if extra:
+        raise CardError(f"{source}: unknown field(s) {extra}; allowed: {sorted(allowed_top)}")
+    for key in ("name", "model", "parameters"):
+        if key not in doc:
+            raise CardError(f"{source}: missing field {key!r}")
+    name = doc["name"]
+    if not isinstance(name, str) or not name:
+        raise CardError(f"{source}: field 'name': value {name!r} is not allowed; must be a non-empty string")
+    model_name = doc["model"]
+    if model_name not in MODELS:
+        raise CardError(
+            f"{source}: field 'model': value {model_name!r} is not allowed; allowed: {', '.join(sorted(MODELS))}"
+        )
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise CardError(f"{source}: field 'description': value {description!r} is not allowed; must be a string")
+
+    params = doc["parameters"]
+    if not isinstance(params, dict):
+        raise CardError(f"{source}: field 'parameters': must be a table of parameters")
+    allowed = set(_PULSED_CHECKS)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise CardError(
+            f"{source}: unknown parameter(s) {unknown} for model {model_name!r}; allowed: {sorted(allowed)}"
+        )
+    provenance: dict[str, tuple[str, str]] = {}
+    values: dict[str, float] = {}
+    for field in _PULSED_CHECKS:
+        if field not in params:
+            raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
+        value, prov, src = _number(source, f"parameters.{field}", params[field], _NORMALISED_UNITS)
+        check, rule = _PULSED_CHECKS[field]
+        if not check(value):
+            raise CardError(f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule}")
+        values[field] = value
+        provenance[f"parameters.{field}"] = (prov, src)
+
+    physical_doc = doc.get("physical", {})
+    if not isinstance(physical_doc, dict):
+        raise CardError(f"{source}: field 'physical': must be a table")
+    unknown = sorted(set(physical_doc) - set(_PHYSICAL))
+    if unknown:
+        raise CardError(f"{source}: unknown physical field(s) {unknown}; allowed: {sorted(_PHYSICAL)}")
+    physical: dict[str, float] = {}
+    for field, entry in physical_doc.items():
+        si_name, family, check, rule = _PHYSICAL[field]
+        value, prov, src = _number(source, f"physical.{field}", entry, _UNITS[family])
+        if not check(value):
+            raise CardError(f"{source}: field 'physical.{field}': value {value!r} is not allowed; must be {rule}")
+        physical[si_name] = value
+        provenance[f"physical.{field}"] = (prov, src)
+    if ("g_min_s" in physical) != ("g_max_s" in physical):
+        raise CardError(f"{source}: field 'physical': g_min and g_max must be given together")
+    if "g_min_s" in physical and not physical["g_min_s"] < physical["g_max_s"]:
+        raise CardError(
+            f"{source}: field 'physical.g_min': value {physical['g_min_s']!r} S is not allowed; "
+            f"must be < g_max ({physical['g_max_s']!r} S)"
+        )
+    model = MODELS[model_name](pulsed=PulsedParams(**values))
+    return DeviceCard(
+        name=name,
+        model=model,
+        description=description,
+        source_file=source,
+        physical=physical,
+        provenance=provenance,
+    )

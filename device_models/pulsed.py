@@ -1,0 +1,195 @@
+"""The pulsed-device core shared by every step-response model.
+
+A pulsed device (aihwkit's ``PulsedDevice``) is described by a *nominal* parameter set
+(:class:`PulsedParams`, one value per card) from which each cross-point of an array draws its
+own parameters once, at array creation (:class:`CrossPoints`, device-to-device variation).
+Every pulse then moves the cross-point's state ``w`` (normalised weight units) by a
+model-specific step, multiplied by fresh cycle-to-cycle noise, and clipped to the
+cross-point's bounds:
+
+.. math::
+
+    w \\leftarrow \\mathrm{clip}\\big(w \\pm \\Delta w_\\pm(w)\\,(1 + \\sigma_{c2c}\\,\\xi),
+    \\; b_{min}, b_{max}\\big), \\qquad \\xi \\sim \\mathcal{N}(0, 1).
+
+The model-specific part (``step_up``/``step_down``) lives in one module per model
+(:mod:`device_models.constant_step`, :mod:`device_models.soft_bounds`); everything here is
+shared.
+
+References:
+    Gokmen & Vlasov, "Acceleration of deep neural network training with resistive cross-point
+    devices", Front. Neurosci. 10, 333 (2016). IBM aihwkit, ``PulsedDevice`` defaults.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "AbstractPulsedModel",
+    "CrossPoints",
+    "PulsedParams",
+    "apply_pulses",
+    "draw_crosspoints",
+    "expected_step",
+    "nominal_crosspoints",
+]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PulsedParams:
+    """Nominal parameters common to all pulsed devices (aihwkit ``PulsedDevice`` defaults).
+
+    All values are in normalised weight units (the unit aihwkit uses), as float arrays so a
+    parameter set can be vmapped over or differentiated.
+    """
+
+    dw_min: jax.Array | float = 0.001  # mean step of one pulse at w = 0 (weight units)
+    dw_min_dtod: jax.Array | float = 0.3  # device-to-device spread of the step gain (fraction)
+    dw_min_std: jax.Array | float = 0.3  # cycle-to-cycle spread of each pulse's step (fraction)
+    up_down: jax.Array | float = 0.0  # systematic up/down asymmetry of the step (fraction)
+    up_down_dtod: jax.Array | float = 0.01  # device-to-device spread of the asymmetry (fraction)
+    w_max: jax.Array | float = 0.6  # nominal upper bound (weight units)
+    w_min: jax.Array | float = -0.6  # nominal lower bound (weight units)
+    w_max_dtod: jax.Array | float = 0.3  # device-to-device spread of w_max (fraction)
+    w_min_dtod: jax.Array | float = 0.3  # device-to-device spread of w_min (fraction)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CrossPoints:
+    """Per-cross-point parameters, drawn once per array (all arrays of the array's shape)."""
+
+    scale_up: jax.Array  # step of one up pulse at the reference state (weight units)
+    scale_down: jax.Array  # step of one down pulse at the reference state (weight units)
+    b_max: jax.Array  # this cross-point's upper bound (weight units)
+    b_min: jax.Array  # this cross-point's lower bound (weight units)
+    dw_min_std: jax.Array  # cycle-to-cycle spread (fraction), scalar
+
+
+class AbstractPulsedModel(abc.ABC):
+    """Interface of a pulsed step-response model.
+
+    A concrete model is a frozen dataclass registered as a pytree with a ``pulsed``
+    (:class:`PulsedParams`) field plus its own continuous parameters. It only has to say how
+    large one noise-free up or down step is at state ``w``; drawing, noise and clipping are
+    shared (:func:`apply_pulses`).
+    """
+
+    name: ClassVar[str]
+    pulsed: PulsedParams
+
+    @abc.abstractmethod
+    def step_up(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
+        """Noise-free magnitude (>= 0) of one potentiating step at state ``w``."""
+
+    @abc.abstractmethod
+    def step_down(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
+        """Noise-free magnitude (>= 0) of one depressing step at state ``w``."""
+
+
+def draw_crosspoints(
+    model: AbstractPulsedModel, shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32
+) -> CrossPoints:
+    """Draw each cross-point's own parameters (device-to-device variation), once.
+
+    Follows aihwkit's ``PulsedDevice`` population: with independent :math:`\\xi \\sim N(0,1)`,
+
+    .. math::
+        g = 1 + \\sigma_{dw}\\xi_1, \\quad r = \\sigma_{ud}\\xi_2, \\quad
+        s_+ = \\Delta w_{min}(u_+ + r) g, \\quad s_- = \\Delta w_{min}(u_- - r) g,
+
+        b_{max} = w_{max}(1 + \\sigma_{w_{max}}\\xi_3), \\quad
+        b_{min} = w_{min}(1 + \\sigma_{w_{min}}\\xi_4),
+
+    where :math:`u_+ = 1, u_- = 1 - \\text{up\\_down}` if ``up_down > 0`` and
+    :math:`u_+ = 1 + \\text{up\\_down}, u_- = 1` otherwise. Step scales are kept non-negative
+    and bounds ordered (``b_min <= 0 <= b_max``), so a rare extreme draw cannot invert a device.
+
+    Args:
+      model: the device model (its ``pulsed`` field holds the nominal parameters).
+      shape: the array shape, ``(out_size, in_size)`` for a crossbar.
+      key: PRNG key.
+      dtype: float dtype of the drawn arrays.
+
+    Returns:
+      The :class:`CrossPoints` of the array.
+    """
+    p = model.pulsed
+    k_gain, k_ud, k_max, k_min = jax.random.split(key, 4)
+    gain = 1.0 + p.dw_min_dtod * jax.random.normal(k_gain, shape, dtype)
+    r = p.up_down_dtod * jax.random.normal(k_ud, shape, dtype)
+    up_bias = jnp.where(p.up_down > 0, 1.0, 1.0 + p.up_down)
+    down_bias = jnp.where(p.up_down > 0, 1.0 - p.up_down, 1.0)
+    scale_up = jnp.maximum(p.dw_min * (up_bias + r) * gain, 0.0)
+    scale_down = jnp.maximum(p.dw_min * (down_bias - r) * gain, 0.0)
+    b_max = jnp.maximum(p.w_max * (1.0 + p.w_max_dtod * jax.random.normal(k_max, shape, dtype)), 0.0)
+    b_min = jnp.minimum(p.w_min * (1.0 + p.w_min_dtod * jax.random.normal(k_min, shape, dtype)), 0.0)
+    return CrossPoints(
+        scale_up=scale_up.astype(dtype),
+        scale_down=scale_down.astype(dtype),
+        b_max=b_max.astype(dtype),
+        b_min=b_min.astype(dtype),
+        dw_min_std=jnp.asarray(p.dw_min_std, dtype),
+    )
+
+
+def nominal_crosspoints(model: AbstractPulsedModel, shape: tuple[int, ...], dtype=jnp.float32) -> CrossPoints:
+    """Cross-points that all equal the nominal device (no device-to-device variation)."""
+    p = model.pulsed
+    up_bias = jnp.where(p.up_down > 0, 1.0, 1.0 + p.up_down)
+    down_bias = jnp.where(p.up_down > 0, 1.0 - p.up_down, 1.0)
+    full = lambda v: jnp.full(shape, v, dtype)  # noqa: E731
+    return CrossPoints(
+        scale_up=full(p.dw_min * up_bias),
+        scale_down=full(p.dw_min * down_bias),
+        b_max=full(p.w_max),
+        b_min=full(p.w_min),
+        dw_min_std=jnp.asarray(p.dw_min_std, dtype),
+    )
+
+
+def expected_step(model: AbstractPulsedModel, cp: CrossPoints, w: jax.Array, pulses: jax.Array) -> jax.Array:
+    """Noise-free signed change of ``w`` for one slot of ``pulses`` (+1 up, -1 down, 0 none)."""
+    up = model.step_up(cp, w)
+    down = model.step_down(cp, w)
+    return jnp.where(pulses > 0, up, jnp.where(pulses < 0, -down, 0.0)).astype(w.dtype)
+
+
+def apply_pulses(
+    model: AbstractPulsedModel,
+    cp: CrossPoints,
+    w: jax.Array,
+    pulses: jax.Array,
+    *,
+    key: jax.Array | None,
+) -> jax.Array:
+    """Apply at most one pulse per cross-point (one time slot) and return the new state.
+
+    .. math::
+        w' = \\mathrm{clip}(w + p\\,\\Delta w_{p}(w)(1 + \\sigma_{c2c}\\xi), b_{min}, b_{max})
+
+    Args:
+      model: the device model.
+      cp: the array's cross-point parameters (same shape as ``w``).
+      w: device states, normalised weight units.
+      pulses: +1 (potentiate), -1 (depress) or 0 (no pulse) per cross-point; any integer or
+        float dtype, broadcastable to ``w``.
+      key: PRNG key of the cycle-to-cycle noise; ``None`` means noise-free.
+
+    Returns:
+      The new states, same shape and dtype as ``w``; cross-points without a pulse are
+      returned unchanged bit for bit.
+    """
+    dw = expected_step(model, cp, w, pulses)
+    if key is not None:
+        xi = jax.random.normal(key, w.shape, w.dtype)
+        dw = dw * (1.0 + cp.dw_min_std * xi)
+    new = jnp.clip(w + dw, cp.b_min, cp.b_max)
+    return jnp.where(pulses != 0, new, w)

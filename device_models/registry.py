@@ -1,0 +1,22 @@
+"""Registry of the device models a card can name (``model = "..."``)."""
+
+from __future__ import annotations
+
+from .constant_step import ConstantStep
+from .pulsed import AbstractPulsedModel
+from .soft_bounds import SoftBounds
+
+__all__ = ["MODELS", "model_class"]
+
+MODELS: dict[str, type[AbstractPulsedModel]] = {
+    ConstantStep.name: ConstantStep,
+    SoftBounds.name: SoftBounds,
+}
+
+
+def model_class(name: str) -> type[AbstractPulsedModel]:
+    """The model class registered under ``name``; ``ValueError`` listing the valid names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown device model {name!r}; allowed: {', '.join(sorted(MODELS))}") from None
