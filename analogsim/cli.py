@@ -1,0 +1,140 @@
+"""The ``analogsim`` command line. It only parses flags into a config and calls the library.
+
+Bad input (flags, cards, datasets) gives a one-line ``error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from device_models import BUILTIN_CARDS, CardError, load_card
+
+from .data import DataError
+from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, train
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage too)
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; must be an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"value {value} is not allowed; must be an integer >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; must be a number > 0") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; must be a finite number > 0")
+    return value
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; use comma-separated integers, e.g. 256,128") from None
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; widths must be integers >= 1, e.g. 256,128")
+    return widths
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="analogsim", description="Train neural networks on simulated analog crossbars.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    d = TrainConfig()
+    t = sub.add_parser("train", help="train an MLP on simulated analog hardware")
+    t.add_argument("--dataset", default=d.dataset, help="digits (default, offline), mnist (with --data-dir) or PATH.npz")
+    t.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (for --dataset mnist)")
+    t.add_argument("--device", default=d.device, help=f"device card: built-in name ({', '.join(BUILTIN_CARDS)}) or TOML path")
+    t.add_argument("--algorithm", default=d.algorithm, choices=ALGORITHMS, help="analog SGD or floating-point baseline")
+    t.add_argument("--update-mode", default=d.update_mode, help="pulsed-update rung of the fidelity ladder (exact)")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    t.add_argument("--lr", type=_positive_float, default=d.lr)
+    t.add_argument("--hidden", type=_widths, default=d.hidden, help="hidden widths, e.g. 256,128")
+    t.add_argument("--activation", default=d.activation, choices=("tanh", "relu", "sigmoid"))
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--energy-report", default=None, metavar="FILE.json", help="write the energy ledger here")
+    t.add_argument("--force", action="store_true", help="overwrite an existing --energy-report file")
+    t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("devices", help="list the built-in device cards")
+    return parser
+
+
+def _devices() -> None:
+    print(f"{'card':<16} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description")
+    for name in BUILTIN_CARDS:
+        card = load_card(name)
+        p = card.model.pulsed
+        states = (p.w_max - p.w_min) / p.dw_min
+        e = card.physical.get("pulse_energy_j")
+        e_txt = f"{e * 1e15:.3g} fJ" if e is not None else "-"
+        print(
+            f"{name:<16} {card.model_name:<14} {p.dw_min:>8.4g} {states:>7.0f} {p.up_down:>8.3g} "
+            f"{p.dw_min_std:>5.2f} {p.dw_min_dtod:>5.2f} {e_txt:>9}  {card.description}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "devices":
+            _devices()
+            return 0
+        config = TrainConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            device=args.device,
+            algorithm=args.algorithm,
+            update_mode=args.update_mode,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            hidden=args.hidden,
+            activation=args.activation,
+            seed=args.seed,
+            energy_report=args.energy_report,
+            force=args.force,
+        )
+        config.validate()
+        if config.algorithm != "digital":
+            load_card(config.device)  # fail on a bad card before loading data
+        result = train(config, progress=not args.no_progress)
+    except (ConfigError, CardError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingError as err:
+        print(f"error: training stopped: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        out = {k: v for k, v in result.items() if k != "energy_report"}
+        print(json.dumps(out))
+    else:
+        e = result["energy_j"]
+        print(f"test accuracy {result['test_accuracy']:.4f} after {config.epochs} epochs")
+        print(f"throughput {result['samples_per_s']:,.0f} samples/s (median over epochs after the first)")
+        print(
+            f"energy {e['total']:.4g} J (write {e['by_kind']['write']:.3g}, read {e['by_kind']['read']:.3g}, "
+            f"DAC {e['by_kind']['dac']:.3g}, ADC {e['by_kind']['adc']:.3g}, digital {e['by_kind']['digital']:.3g}); "
+            f"digital baseline {result['energy_report']['digital_baseline_j']:.4g} J"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
