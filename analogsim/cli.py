@@ -46,7 +46,9 @@ def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; use comma-separated integers, e.g. 256,128") from None
+        raise argparse.ArgumentTypeError(
+            f"value {text!r} is not allowed; use comma-separated integers, e.g. 256,128"
+        ) from None
     if not widths or any(w < 1 for w in widths):
         raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; widths must be integers >= 1, e.g. 256,128")
     return widths
@@ -57,9 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = TrainConfig()
     t = sub.add_parser("train", help="train an MLP on simulated analog hardware")
-    t.add_argument("--dataset", default=d.dataset, help="digits (default, offline), mnist (with --data-dir) or PATH.npz")
+    t.add_argument(
+        "--dataset", default=d.dataset, help="digits (default, offline), mnist (with --data-dir) or PATH.npz"
+    )
     t.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (for --dataset mnist)")
-    t.add_argument("--device", default=d.device, help=f"device card: built-in name ({', '.join(BUILTIN_CARDS)}) or TOML path")
+    t.add_argument(
+        "--device", default=d.device, help=f"device card: built-in name ({', '.join(BUILTIN_CARDS)}) or TOML path"
+    )
     t.add_argument("--algorithm", default=d.algorithm, choices=ALGORITHMS, help="analog SGD or floating-point baseline")
     t.add_argument("--update-mode", default=d.update_mode, help="pulsed-update rung of the fidelity ladder (exact)")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
@@ -77,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _devices() -> None:
-    print(f"{'card':<16} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description")
+    print(
+        f"{'card':<16} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description"
+    )
     for name in BUILTIN_CARDS:
         card = load_card(name)
         p = card.model.pulsed

@@ -62,7 +62,9 @@ def _read_idx(path: Path, field: str) -> np.ndarray:
     except (OSError, EOFError) as err:
         raise DataError(f"{path}: field {field!r}: cannot be read ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path}: field {field!r}: not an IDX file of unsigned bytes (magic {raw[:4]!r}); expected 0x00000801 or 0x00000803")
+        raise DataError(
+            f"{path}: field {field!r}: not an IDX file of unsigned bytes (magic {raw[:4]!r}); expected 0x00000801 or 0x00000803"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -77,7 +79,9 @@ def _read_idx(path: Path, field: str) -> np.ndarray:
 def _mnist_dir(data_dir: str | Path) -> dict[str, np.ndarray]:
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"--data-dir {str(root)!r}: not a directory; it must hold the four MNIST IDX files {sorted(IDX_FILES.values())} (optionally .gz)")
+        raise DataError(
+            f"--data-dir {str(root)!r}: not a directory; it must hold the four MNIST IDX files {sorted(IDX_FILES.values())} (optionally .gz)"
+        )
     out = {}
     for field, stem in IDX_FILES.items():
         for cand in (root / stem, root / f"{stem}.gz"):
@@ -91,12 +95,16 @@ def _mnist_dir(data_dir: str | Path) -> dict[str, np.ndarray]:
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise DataError(f"{path}: no such file; --dataset takes digits, mnist (with --data-dir) or a path to an .npz file")
+        raise DataError(
+            f"{path}: no such file; --dataset takes digits, mnist (with --data-dir) or a path to an .npz file"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in IDX_FILES if k not in f.files]
             if missing:
-                raise DataError(f"{path}: missing array(s) {missing}; an .npz dataset holds x_train, y_train, x_test, y_test (found {sorted(f.files)})")
+                raise DataError(
+                    f"{path}: missing array(s) {missing}; an .npz dataset holds x_train, y_train, x_test, y_test (found {sorted(f.files)})"
+                )
             return {k: np.asarray(f[k]) for k in IDX_FILES}
     except DataError:
         raise
@@ -106,20 +114,26 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
 
 def _features(source: str, field: str, x: np.ndarray) -> np.ndarray:
     if x.ndim < 2:
-        raise DataError(f"{source}: field {field!r}: shape {x.shape} is not allowed; needs (n, features...) with n >= 1")
+        raise DataError(
+            f"{source}: field {field!r}: shape {x.shape} is not allowed; needs (n, features...) with n >= 1"
+        )
     if x.shape[0] == 0:
         raise DataError(f"{source}: field {field!r}: empty (shape {x.shape}); needs at least one sample")
     if np.issubdtype(x.dtype, np.integer):
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi > 255:
-            raise DataError(f"{source}: field {field!r}: integer values in [{lo}, {hi}] are not allowed; integer pixels must be in [0, 255]")
+            raise DataError(
+                f"{source}: field {field!r}: integer values in [{lo}, {hi}] are not allowed; integer pixels must be in [0, 255]"
+            )
         x = x.astype(np.float32) / 255.0
     elif np.issubdtype(x.dtype, np.floating):
         if not np.all(np.isfinite(x)):
             raise DataError(f"{source}: field {field!r}: contains NaN or inf; values must be finite")
         x = x.astype(np.float32)
     else:
-        raise DataError(f"{source}: field {field!r}: dtype {x.dtype} is not allowed; use integers in [0, 255] or floats")
+        raise DataError(
+            f"{source}: field {field!r}: dtype {x.dtype} is not allowed; use integers in [0, 255] or floats"
+        )
     return x.reshape(x.shape[0], -1)
 
 
@@ -142,14 +156,18 @@ def _check(name: str, source: str, arrays: dict[str, np.ndarray]) -> Dataset:
     x_tr = _features(source, "x_train", arrays["x_train"])
     x_te = _features(source, "x_test", arrays["x_test"])
     if x_tr.shape[1] != x_te.shape[1]:
-        raise DataError(f"{source}: field 'x_test': {x_te.shape[1]} features per sample, x_train has {x_tr.shape[1]}; they must match")
+        raise DataError(
+            f"{source}: field 'x_test': {x_te.shape[1]} features per sample, x_train has {x_tr.shape[1]}; they must match"
+        )
     y_tr = _labels(source, "y_train", arrays["y_train"], x_tr.shape[0])
     y_te = _labels(source, "y_test", arrays["y_test"], x_te.shape[0])
     classes = int(y_tr.max()) + 1
     if classes < 2:
         raise DataError(f"{source}: field 'y_train': only one class (label {int(y_tr.max())}); needs at least 2")
     if y_te.max() >= classes:
-        raise DataError(f"{source}: field 'y_test': label {int(y_te.max())} is not allowed; y_train has labels 0..{classes - 1}")
+        raise DataError(
+            f"{source}: field 'y_test': label {int(y_te.max())} is not allowed; y_train has labels 0..{classes - 1}"
+        )
     return Dataset(name, x_tr, y_tr, x_te, y_te, classes)
 
 
@@ -168,5 +186,7 @@ def load_dataset(dataset: str = "digits", data_dir: str | Path | None = None) ->
         return _check("mnist", str(data_dir), _mnist_dir(data_dir))
     path = Path(dataset)
     if path.suffix != ".npz":
-        raise DataError(f"--dataset {dataset!r} is not allowed; use digits, mnist (with --data-dir) or a path to an .npz file")
+        raise DataError(
+            f"--dataset {dataset!r} is not allowed; use digits, mnist (with --data-dir) or a path to an .npz file"
+        )
     return _check(path.stem, str(path), _npz(path))

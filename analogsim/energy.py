@@ -28,6 +28,7 @@ import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
+
 from device_models import DeviceCard
 
 from . import counters

@@ -13,8 +13,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card
 from flax import nnx
+
+from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card
 
 from .periphery import IOParameters
 from .pulsed_update import UpdateParameters
@@ -50,7 +51,9 @@ def _as_model(device: DeviceCard | AbstractPulsedModel | str) -> AbstractPulsedM
     if not isinstance(device, AbstractPulsedModel):
         raise TypeError(f"device: expected a card name, DeviceCard or device model, got {type(device).__name__}")
     # Static module attributes must be hashable: keep parameters as Python floats.
-    pulsed = type(device.pulsed)(**{f.name: float(getattr(device.pulsed, f.name)) for f in dataclasses.fields(device.pulsed)})
+    pulsed = type(device.pulsed)(
+        **{f.name: float(getattr(device.pulsed, f.name)) for f in dataclasses.fields(device.pulsed)}
+    )
     return dataclasses.replace(device, pulsed=pulsed)
 
 
@@ -106,7 +109,9 @@ class AnalogLinear(nnx.Module):
         w0 = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
         self.device = DeviceParameters(cp)
         self.weight = AnalogWeight(jnp.clip(w0, cp.b_min, cp.b_max))
-        self.bias = nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
+        self.bias = (
+            nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
+        )
         self.rngs = nnx.Rngs(read=k_read)
         self.tape = Tape({})
 

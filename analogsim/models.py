@@ -39,12 +39,14 @@ class MLP(nnx.Module):
       rngs: random streams.
     """
 
-    def __init__(self, sizes: Sequence[int], activation: str = "tanh", *, device=None, update=UpdateParameters(), rngs: nnx.Rngs):
+    def __init__(
+        self, sizes: Sequence[int], activation: str = "tanh", *, device=None, update=UpdateParameters(), rngs: nnx.Rngs
+    ):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: value {activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
         self.activation = activation
         layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             if device is None:
                 init = _torch_uniform(n_in)
                 layers.append(nnx.Linear(n_in, n_out, kernel_init=init, bias_init=init, rngs=rngs))

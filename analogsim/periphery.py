@@ -57,8 +57,7 @@ class IOParameters:
     def __post_init__(self):
         if self.noise_management not in ("abs_max", "none"):
             raise ValueError(
-                f"IOParameters.noise_management: value {self.noise_management!r} is not allowed; "
-                "allowed: abs_max, none"
+                f"IOParameters.noise_management: value {self.noise_management!r} is not allowed; allowed: abs_max, none"
             )
         if self.bound_management not in ("iterative", "none"):
             raise ValueError(

@@ -30,6 +30,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
 from device_models import AbstractPulsedModel, CrossPoints, apply_pulses
 
 __all__ = ["UPDATE_MODES", "PulseCounts", "UpdateParameters", "pulse_probabilities", "pulsed_update"]
@@ -48,9 +49,13 @@ class UpdateParameters:
 
     def __post_init__(self):
         if not (isinstance(self.desired_bl, int) and self.desired_bl >= 1):
-            raise ValueError(f"UpdateParameters.desired_bl: value {self.desired_bl!r} is not allowed; must be an int >= 1")
+            raise ValueError(
+                f"UpdateParameters.desired_bl: value {self.desired_bl!r} is not allowed; must be an int >= 1"
+            )
         if self.mode not in UPDATE_MODES:
-            raise ValueError(f"UpdateParameters.mode: value {self.mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}")
+            raise ValueError(
+                f"UpdateParameters.mode: value {self.mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}"
+            )
 
 
 @jax.tree_util.register_dataclass

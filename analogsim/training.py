@@ -21,12 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from device_models import DeviceCard, load_card
 from flax import nnx
+
+from device_models import DeviceCard, load_card
 
 from . import energy
 from .data import Dataset, load_dataset
-from .layers import AnalogLinear, AnalogWeight, analog_layers
+from .layers import AnalogWeight, analog_layers
 from .models import ACTIVATIONS, MLP
 from .pulsed_update import UPDATE_MODES, UpdateParameters, pulsed_update
 
@@ -83,17 +84,25 @@ class TrainConfig:
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"--algorithm: value {self.algorithm!r} is not allowed; allowed: {', '.join(ALGORITHMS)}")
         if self.update_mode not in UPDATE_MODES:
-            raise ConfigError(f"--update-mode: value {self.update_mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}")
+            raise ConfigError(
+                f"--update-mode: value {self.update_mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}"
+            )
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"--activation: value {self.activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
+            raise ConfigError(
+                f"--activation: value {self.activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}"
+            )
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')}: value {value!r} is not allowed; must be an integer >= 1")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}: value {value!r} is not allowed; must be an integer >= 1"
+                )
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"--lr: value {self.lr!r} is not allowed; must be a finite number > 0")
         if any((not isinstance(h, int)) or h < 1 for h in self.hidden):
-            raise ConfigError(f"--hidden: value {','.join(map(str, self.hidden))!r} is not allowed; widths must be integers >= 1")
+            raise ConfigError(
+                f"--hidden: value {','.join(map(str, self.hidden))!r} is not allowed; widths must be integers >= 1"
+            )
         if self.energy_report is not None and Path(self.energy_report).exists() and not self.force:
             raise ConfigError(f"--energy-report: file {self.energy_report!r} exists; pass --force to overwrite it")
 
@@ -151,7 +160,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         def loss_fn(params, probes):
             m = nnx.merge(graphdef, params, state.analog, state.rest, copy=True)
             layers = analog_layers(m)
-            for (_, layer), probe in zip(layers, probes):
+            for (_, layer), probe in zip(layers, probes, strict=True):
                 layer.tape.set_value({"probe": probe})
             logits = m(xb)
             loss = _masked_xent(logits, yb, mask)
@@ -175,7 +184,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         ledger = state.ledger
         mask_i = mask.astype(jnp.uint32)
         for i, ((name, dev_model, up, n_in, n_out), (_, layer), tape, d) in enumerate(
-            zip(specs, analog_layers(m), tapes, g_probes)
+            zip(specs, analog_layers(m), tapes, g_probes, strict=True)
         ):
             w_new, pulses = pulsed_update(
                 dev_model,
@@ -222,7 +231,9 @@ def _eval_batch(graphdef, params, analog, rest, x, y, mask):
     return correct, _split(m)[3]
 
 
-def evaluate(graphdef, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> tuple[float, TrainState]:
+def evaluate(
+    graphdef, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int = 500
+) -> tuple[float, TrainState]:
     """Test accuracy of the model in ``state`` (analog reads with their noise).
 
     Returns the accuracy in [0, 1] and the state with its read-noise streams advanced.
@@ -304,7 +315,9 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
     global_step = 0
     for epoch in range(config.epochs):
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(k_data, epoch), n))
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False, unit="step")
+        bar = tqdm(
+            total=n_steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False, unit="step"
+        )
         pending: list[dict[str, jax.Array]] = []
         seen = correct = 0
         loss_sum = 0.0
@@ -354,7 +367,9 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
             )
 
     report = energy.price_report(energy.host_counts(state.ledger), prices)
-    sizes = [(a, b) for a, b in zip((data.num_features, *config.hidden), (*config.hidden, data.num_classes))]
+    sizes = [
+        (a, b) for a, b in zip((data.num_features, *config.hidden), (*config.hidden, data.num_classes), strict=True)
+    ]
     flops = _flops_per_sample(sizes) * n * config.epochs
     baseline_j = flops * BASELINE_J_PER_FLOP
     report.update(

@@ -146,14 +146,11 @@ def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tup
         raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be finite")
     unit = entry["unit"]
     if unit not in units:
-        raise CardError(
-            f"{source}: field '{field}.unit': value {unit!r} is not allowed; allowed: {', '.join(units)}"
-        )
+        raise CardError(f"{source}: field '{field}.unit': value {unit!r} is not allowed; allowed: {', '.join(units)}")
     prov = entry["provenance"]
     if prov not in PROVENANCES:
         raise CardError(
-            f"{source}: field '{field}.provenance': value {prov!r} is not allowed; "
-            f"allowed: {', '.join(PROVENANCES)}"
+            f"{source}: field '{field}.provenance': value {prov!r} is not allowed; allowed: {', '.join(PROVENANCES)}"
         )
     src = entry["source"]
     if not isinstance(src, str) or not src.strip():

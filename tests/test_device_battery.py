@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from device_models import MODELS, CrossPoints, PulsedParams, apply_pulses, draw_crosspoints, nominal_crosspoints
 
 ALL_MODELS = sorted(MODELS)

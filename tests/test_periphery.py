@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from analogsim import IOParameters, analog_matmul, analog_mvm, quantize
 
 QUIET = IOParameters(out_noise=0.0)

@@ -4,13 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from analogsim import UpdateParameters, pulse_probabilities, pulsed_update
 from device_models import ConstantStep, PulsedParams, SoftBounds, nominal_crosspoints
 
 
 def ideal_device(dw_min, model=ConstantStep):
     """No noise, no variation, bounds far away: each pulse moves w by exactly dw_min."""
-    return model(PulsedParams(dw_min=dw_min, dw_min_dtod=0.0, dw_min_std=0.0, up_down_dtod=0.0, w_max=100.0, w_min=-100.0))
+    return model(
+        PulsedParams(dw_min=dw_min, dw_min_dtod=0.0, dw_min_std=0.0, up_down_dtod=0.0, w_max=100.0, w_min=-100.0)
+    )
 
 
 def test_ideal_settings_reproduce_the_sgd_step_exactly():
@@ -82,7 +85,9 @@ def test_zero_inputs_fire_no_pulse_and_keep_weights():
     model = SoftBounds(PulsedParams())
     cp = nominal_crosspoints(model, (3, 4))
     w0 = jnp.full((3, 4), 0.1)
-    w, counts = pulsed_update(model, cp, w0, jnp.zeros((2, 4)), jnp.ones((2, 3)), 0.1, UpdateParameters(), key=jax.random.key(4))
+    w, counts = pulsed_update(
+        model, cp, w0, jnp.zeros((2, 4)), jnp.ones((2, 3)), 0.1, UpdateParameters(), key=jax.random.key(4)
+    )
     np.testing.assert_array_equal(w, w0)
     assert int(counts.up) == 0 and int(counts.down) == 0
 

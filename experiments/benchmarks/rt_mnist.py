@@ -70,7 +70,9 @@ def main(argv=None) -> int:
                 flush=True,
             )
     print()
-    print(f"| algorithm | device | mode | seed | test accuracy | samples/s | x digital |  (data: {data.name}, {args.epochs} epochs)")
+    print(
+        f"| algorithm | device | mode | seed | test accuracy | samples/s | x digital |  (data: {data.name}, {args.epochs} epochs)"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(

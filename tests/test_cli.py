@@ -1,0 +1,73 @@
+"""The command line: a smoke run with --json, the devices list, and argument errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "analogsim.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_train_json_smoke(tmp_path):
+    report = tmp_path / "energy.json"
+    proc = run(
+        "train",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "128",
+        "--lr",
+        "1.0",
+        "--json",
+        "--no-progress",
+        "--energy-report",
+        str(report),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("test_accuracy", "epoch_test_accuracy", "samples_per_s", "energy_j", "config"):
+        assert key in out
+    assert len(out["epoch_test_accuracy"]) == 2 and 0.0 <= out["test_accuracy"] <= 1.0
+    assert out["config"]["device"] == "wo3-protonic" and out["config"]["dataset"] == "digits"
+    rep = json.loads(report.read_text())
+    for key in ("total_j", "by_kind", "by_layer", "counts", "prices", "per_epoch", "digital_baseline_j", "co2e_kg"):
+        assert key in rep
+    assert set(rep["by_kind"]) == {"write", "read", "dac", "adc", "digital"}
+    # an existing report is never overwritten without --force
+    before = report.read_text()
+    proc = run("train", "--epochs", "1", "--energy-report", str(report))
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert report.read_text() == before
+
+
+def test_devices_lists_builtin_cards():
+    proc = run("devices")
+    assert proc.returncode == 0
+    for name in ("constant-step", "soft-bounds", "wo3-protonic"):
+        assert name in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--epochs", "-1"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--lr", "nan"], "--lr"),
+        (["--algorithm", "adam"], "--algorithm"),
+        (["--hidden", "12,x"], "--hidden"),
+        (["--device", "unobtainium"], "built-in cards"),
+        (["--update-mode", "fast"], "--update-mode"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, needle):
+    proc = run("train", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
