@@ -254,6 +254,16 @@ def evaluate(
     return correct / n, state._replace(rest=rest)
 
 
+def _non_finite_where(state: TrainState) -> str:
+    """Name the layers whose parameters or device states hold NaN/inf (for error messages)."""
+    bad = []
+    for label, tree in (("digital parameter", state.params), ("analog weights", state.analog)):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            if not np.all(np.isfinite(np.asarray(leaf))):
+                bad.append(f"{label} {jax.tree_util.keystr(path)}")
+    return f" (non-finite: {', '.join(bad)})" if bad else ""
+
+
 def _flops_per_sample(sizes: list[tuple[int, int]]) -> int:
     """Digital FLOPs of one training sample of an MLP: forward 2*in*out per layer, backward
     2*in*out per layer except the first (the error of the input is not needed), and the
@@ -330,13 +340,18 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
                 idx = np.concatenate([idx, np.zeros(bs - idx.shape[0], idx.dtype)])
             state, metrics = step(state, x_all, y_all, idx, mask, jax.random.fold_in(k_train, global_step))
             global_step += 1
-            pending.append(metrics)
+            pending.append((global_step, metrics))
             if len(pending) == 10 or s == n_steps - 1:
-                for m in jax.device_get(pending):
+                for step_no, m in jax.device_get(pending):
                     if not np.isfinite(m["loss"]):
                         raise TrainingError(
-                            f"epoch {epoch + 1}, step {global_step}: the loss is {m['loss']}; "
-                            f"lower --lr (now {config.lr}) or check the device bounds of {config.device!r}"
+                            f"epoch {epoch + 1}, step {step_no}: the loss is {m['loss']}"
+                            f"{_non_finite_where(state)}; lower --lr (now {config.lr})"
+                            + (
+                                ""
+                                if config.algorithm == "digital"
+                                else f" or check the bounds of card {config.device!r}"
+                            )
                         )
                     loss_sum += float(m["loss"]) * float(m["count"])
                     correct += int(m["correct"])

@@ -101,3 +101,13 @@ def test_user_model_mixes_analog_and_digital_layers(small_digits):
     assert not np.array_equal(w0, w1)  # the analog weights moved by pulses
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
     assert host_counts(state.ledger)["hidden"]["pulses_up"] > 0
+
+
+def test_non_finite_loss_stops_with_step_and_layer(small_digits):
+    import dataclasses
+
+    from analogsim import TrainingError
+
+    bad = dataclasses.replace(small_digits, x_train=small_digits.x_train * 1e20)
+    with pytest.raises(TrainingError, match=r"epoch 1, step \d+: the loss is nan \(non-finite: digital parameter"):
+        train(small_config(algorithm="digital", lr=1e38, epochs=1), progress=False, dataset=bad)
