@@ -12,6 +12,7 @@ import sys
 from device_models import BUILTIN_CARDS, CardError, load_card
 
 from .data import DataError
+from .energy_report import ReportError
 from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, train
 
 __all__ = ["main"]
@@ -79,7 +80,45 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("devices", help="list the built-in device cards")
+    e = sub.add_parser("energy", help="summarise, re-price (what-if) and plot a saved energy report")
+    e.add_argument("report", help="FILE.json written by analogsim train --energy-report")
+    e.add_argument("--device", default=None, help="re-price the same counts with this card's prices")
+    e.add_argument("--plot", default=None, metavar="F.png", help="draw the breakdown and the digital comparison")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
+    e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
+
+
+def _energy(args) -> None:
+    from pathlib import Path
+
+    from .energy_report import load_report, plot_report, reprice
+
+    if args.plot and Path(args.plot).exists() and not args.force:
+        raise ConfigError(f"--plot: file {args.plot!r} exists; pass --force to overwrite it")
+    report = load_report(args.report)
+    reports = {report.get("device_card") or "run": report}
+    if args.device:
+        what_if = reprice(report, args.device)
+        reports[f"what-if {what_if['device_card']}"] = what_if
+    for name, rep in reports.items():
+        ratio = rep["digital_baseline_j"] / rep["total_j"] if rep["total_j"] > 0 else float("inf")
+        kinds = ", ".join(f"{k} {v:.3g}" for k, v in rep["by_kind"].items())
+        print(
+            f"{name}: total {rep['total_j']:.4g} J ({kinds}); digital baseline {rep['digital_baseline_j']:.4g} J, {ratio:,.0f}x the analog run"
+        )
+    if args.plot:
+        plot_report(reports, args.plot)
+        print(f"plot written to {args.plot}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    n: {k: r[k] for k in ("total_j", "by_kind", "by_layer", "digital_baseline_j")}
+                    for n, r in reports.items()
+                }
+            )
+        )
 
 
 def _devices() -> None:
@@ -104,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             _devices()
             return 0
+        if args.command == "energy":
+            _energy(args)
+            return 0
         config = TrainConfig(
             dataset=args.dataset,
             data_dir=args.data_dir,
@@ -123,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.algorithm != "digital":
             load_card(config.device)  # fail on a bad card before loading data
         result = train(config, progress=not args.no_progress)
-    except (ConfigError, CardError, DataError) as err:
+    except (ConfigError, CardError, DataError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:

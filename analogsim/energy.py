@@ -33,7 +33,7 @@ from device_models import DeviceCard
 
 from . import counters
 
-__all__ = ["COUNT_KINDS", "Price", "Prices", "default_prices", "new_ledger", "price_report"]
+__all__ = ["COUNT_KINDS", "ENERGY_KIND_OF", "Price", "Prices", "default_prices", "new_ledger", "price_report"]
 
 COUNT_KINDS = (
     "pulses_up",
@@ -45,7 +45,7 @@ COUNT_KINDS = (
     "digital_ops",
 )
 # Which energy kind each count is billed to (``by_kind`` of the report).
-_KIND_OF = {
+ENERGY_KIND_OF = {
     "pulses_up": "write",
     "pulses_down": "write",
     "array_reads": None,  # the energy of a read is billed per cross-point, DAC and ADC
@@ -132,7 +132,7 @@ def price_report(counts: dict[str, dict[str, int]], prices: dict[str, Prices]) -
         layer_j = 0.0
         for kind, n in kinds.items():
             totals[kind] += n
-            energy_kind = _KIND_OF[kind]
+            energy_kind = ENERGY_KIND_OF[kind]
             if energy_kind is None:
                 continue
             j = n * prices[layer][kind].joules

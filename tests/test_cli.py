@@ -71,3 +71,29 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_energy_reprice_and_plot(tmp_path):
+    report = tmp_path / "e.json"
+    proc = run("train", "--epochs", "1", "--hidden", "8", "--no-progress", "--energy-report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    from analogsim.energy_report import load_report, reprice
+
+    rep = load_report(report)
+    same = reprice(rep, "wo3-protonic")  # re-pricing with the run's own card gives the run's joules
+    assert same["total_j"] == pytest.approx(rep["total_j"], rel=1e-12)
+    assert same["by_kind"] == pytest.approx(rep["by_kind"], rel=1e-12)
+    plot = tmp_path / "e.png"
+    proc = run("energy", str(report), "--device", "soft-bounds", "--plot", str(plot), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) == {"wo3-protonic", "what-if soft-bounds"}
+    # soft-bounds has no conductance range: reads are priced at 1 uS instead of the card's 5.5 uS
+    assert out["what-if soft-bounds"]["by_kind"]["read"] < out["wo3-protonic"]["by_kind"]["read"]
+    assert out["what-if soft-bounds"]["by_kind"]["adc"] == out["wo3-protonic"]["by_kind"]["adc"]
+    assert plot.stat().st_size > 10_000
+    proc = run("energy", str(report), "--plot", str(plot))  # never overwritten without --force
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    report.write_text('{"total_j": 1}')
+    proc = run("energy", str(report))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and str(report) in proc.stderr

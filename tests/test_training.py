@@ -109,5 +109,7 @@ def test_non_finite_loss_stops_with_step_and_layer(small_digits):
     from analogsim import TrainingError
 
     bad = dataclasses.replace(small_digits, x_train=small_digits.x_train * 1e20)
-    with pytest.raises(TrainingError, match=r"epoch 1, step \d+: the loss is (nan|inf) \(non-finite: digital parameter"):
+    with pytest.raises(
+        TrainingError, match=r"epoch 1, step \d+: the loss is (nan|inf) \(non-finite: digital parameter"
+    ):
         train(small_config(algorithm="digital", lr=1e38, epochs=1), progress=False, dataset=bad)

@@ -1,0 +1,101 @@
+"""Reading, re-pricing and plotting a saved energy report (``--energy-report FILE.json``).
+
+A report keeps the exact counts per layer (``counts_by_layer``), so the same training can be
+priced with another device card without retraining (a what-if: the same run with 5 ns
+pulses instead of 5 ms, say).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from device_models import load_card
+
+from .energy import COUNT_KINDS, ENERGY_KIND_OF, default_prices, price_report
+
+__all__ = ["ReportError", "load_report", "plot_report", "reprice"]
+
+
+class ReportError(ValueError):
+    """An energy report that cannot be used; names the file and the field."""
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Load and check a report written by ``analogsim train --energy-report``."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path}: not a readable JSON energy report ({err})") from None
+    if not isinstance(report, dict):
+        raise ReportError(f"{path}: top level must be a JSON object")
+    for field in ("total_j", "by_kind", "by_layer", "counts_by_layer", "prices", "digital_baseline_j"):
+        if field not in report:
+            raise ReportError(
+                f"{path}: missing field {field!r}; is this a report from analogsim train --energy-report?"
+            )
+    for layer, counts in report["counts_by_layer"].items():
+        for kind in COUNT_KINDS:
+            value = counts.get(kind) if isinstance(counts, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ReportError(
+                    f"{path}: field 'counts_by_layer.{layer}.{kind}': value {value!r} is not allowed; must be an integer >= 0"
+                )
+    return report
+
+
+def reprice(report: dict[str, Any], card_name: str) -> dict[str, Any]:
+    """The same counts priced with ``card_name``'s prices (see :func:`analogsim.energy.default_prices`)."""
+    card = load_card(card_name)
+    counts = report["counts_by_layer"]
+    prices = {layer: default_prices(card) for layer in counts}
+    new = price_report(counts, prices)
+    new["digital_baseline_j"] = report["digital_baseline_j"]
+    new["device_card"] = card.name
+    return new
+
+
+def plot_report(reports: dict[str, dict[str, Any]], path: str | Path) -> None:
+    """Stacked bars of energy by kind for each layer of each report, beside the digital baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = ["write", "read", "dac", "adc", "digital"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = []
+    bars = {k: [] for k in kinds}
+    for name, rep in reports.items():
+        for layer, counts in rep["counts_by_layer"].items():
+            labels.append(f"{name}\n{layer}")
+            for k in kinds:
+                j = sum(counts[c] * rep["prices"][layer][c]["joules"] for c in COUNT_KINDS if ENERGY_KIND_OF[c] == k)
+                bars[k].append(j)
+    bottoms = [0.0] * len(labels)
+    for k in kinds:
+        ax1.bar(labels, bars[k], bottom=bottoms, label=k)
+        bottoms = [b + v for b, v in zip(bottoms, bars[k], strict=True)]
+    ax1.set_ylabel("energy (J)")
+    ax1.set_title("analog energy by layer and event kind")
+    ax1.legend(fontsize=8)
+    ax1.tick_params(axis="x", labelsize=7)
+    names = list(reports)
+    ax2.bar([f"analog\n{n}" for n in names], [reports[n]["total_j"] for n in names])
+    ax2.bar(["digital baseline"], [next(iter(reports.values()))["digital_baseline_j"]], color="grey")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("energy (J)")
+    ax2.set_title("analog vs digital training energy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _kind_of(count_kind: str) -> str | None:
+    from .energy import _KIND_OF
+
+    return _KIND_OF[count_kind]
