@@ -13,6 +13,7 @@ from device_models import BUILTIN_CARDS, CardError, load_card
 
 from .data import DataError
 from .energy_report import ReportError
+from .periphery_card import PeripheryCardError, load_periphery_card
 from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, train
 
 __all__ = ["main"]
@@ -77,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--energy-report", default=None, metavar="FILE.json", help="write the energy ledger here")
     t.add_argument("--force", action="store_true", help="overwrite an existing --energy-report file")
+    t.add_argument(
+        "--periphery", default=d.periphery, help="periphery card (prices of reads, conversions, digital ops)"
+    )
+    t.add_argument("--grid-intensity", type=float, default=None, metavar="KG_PER_KWH", help="grid CO2e intensity")
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("devices", help="list the built-in device cards")
@@ -160,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             energy_report=args.energy_report,
             force=args.force,
+            periphery=args.periphery,
+            grid_intensity=args.grid_intensity,
         )
         config.validate()
         if config.algorithm != "digital":
             load_card(config.device)  # fail on a bad card before loading data
+        load_periphery_card(config.periphery)
         result = train(config, progress=not args.no_progress)
-    except (ConfigError, CardError, DataError, ReportError) as err:
+    except (ConfigError, CardError, DataError, ReportError, PeripheryCardError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:

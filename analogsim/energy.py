@@ -1,30 +1,39 @@
-"""Energy ledger: counts of hardware events per analog layer, and their price in joules.
+"""Energy ledger: exact counts of hardware events per layer, and their price in joules.
 
-Counted per analog layer, inside the jitted training step (exact counters,
-:mod:`analogsim.counters`):
+Counted inside the jitted training step (exact ``uint32`` high/low counters,
+:mod:`analogsim.counters`), per analog layer:
 
 - ``pulses_up``, ``pulses_down``: programming pulses fired at cross-points;
-- ``array_reads``: vector reads of the array (forward, backward, bound-management re-reads);
+- ``array_reads``: vector reads of the array (forward, backward, and bound-management
+  re-reads; the input layer's backward read is not needed and not done);
 - ``crosspoint_reads``: cross-points activated by those reads (``in * out`` per read);
-- ``dac_conversions``, ``adc_conversions``: one per input and per output line of each read;
-- ``digital_ops``: bias additions and bias updates (the digital part of the layer).
+- ``dac_conversions``, ``adc_conversions``: one per driven input line and per converted
+  output line of each read;
+- ``digital_ops``: digital multiply-adds of the layer's periphery and digital parts: noise
+  management scaling (``in + out`` per read), bias additions, the pulse-probability
+  computation of the update (``in + out`` per sample with an error), and the optimizer step of
+  the bias;
 
-Pricing (simple here; every price carries its source):
+and per digital layer (``nnx.Linear``) and activation function: ``digital_ops`` of the forward
+pass, the backward pass and the optimizer update.
 
-- write: the card's ``pulse_energy`` if it has one, else 1 fJ, assumed (Tang et al., IEDM
-  2018 project ~1 fJ per pulse for a 100 nm x 100 nm LiWO3 ECRAM);
-- read: :math:`V_{read}^2 G t_{read}` per activated cross-point with :math:`V_{read}` = 0.2 V,
-  :math:`t_{read}` = 10 ns (assumed) and G the middle of the card's conductance range, or
-  1 uS (assumed), i.e. 0.4 fJ (the DESIGN.md example);
-- ADC: 2.6 pJ per conversion (Murmann ADC survey, 2025 revision: best SAR converters at
-  6.5-8.5 effective bits);
-- DAC: 0.1 pJ per conversion (assumed; no survey figure used yet);
-- digital: 0.9 pJ per operation (FP32 add at 45 nm, Horowitz ISSCC 2014).
+Prices (joules per event, each with its source) come from the device card and the periphery
+card (:mod:`analogsim.periphery_card`):
+
+.. math::
+    E_{write} = E_{pulse}, \\quad E_{read} = V_{read}^2\\,\\bar G\\,t_{read}, \\quad
+    E_{ADC} = F_{ADC}\\,2^{b_{out}}, \\quad E_{DAC} = F_{DAC}\\,2^{b_{in}}, \\quad
+    E_{dig} = E_{MAC}
+
+with :math:`\\bar G` the middle of the card's conductance range and :math:`b = \\log_2(1/res + 2)`
+the converter's bits (aihwkit's ``1/(2^b - 2)`` resolutions). Every joule of a report is a
+count times a price, so a report can be re-priced with another card without retraining.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -32,8 +41,22 @@ import jax.numpy as jnp
 from device_models import DeviceCard
 
 from . import counters
+from .periphery import IOParameters
+from .periphery_card import PeripheryCard
 
-__all__ = ["COUNT_KINDS", "ENERGY_KIND_OF", "Price", "Prices", "default_prices", "new_ledger", "price_report"]
+__all__ = [
+    "COUNT_KINDS",
+    "ENERGY_KIND_OF",
+    "Price",
+    "Prices",
+    "add_counts",
+    "analog_prices",
+    "converter_bits",
+    "digital_prices",
+    "host_counts",
+    "new_ledger",
+    "price_report",
+]
 
 COUNT_KINDS = (
     "pulses_up",
@@ -48,16 +71,13 @@ COUNT_KINDS = (
 ENERGY_KIND_OF = {
     "pulses_up": "write",
     "pulses_down": "write",
-    "array_reads": None,  # the energy of a read is billed per cross-point, DAC and ADC
+    "array_reads": None,  # a read is billed through its cross-points and conversions
     "crosspoint_reads": "read",
     "dac_conversions": "dac",
     "adc_conversions": "adc",
     "digital_ops": "digital",
 }
-
-V_READ_V = 0.2  # assumed read voltage
-T_READ_S = 10e-9  # assumed read time
-G_DEFAULT_S = 1e-6  # assumed conductance where a card gives none
+ENERGY_KINDS = ("write", "read", "dac", "adc", "digital")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,76 +89,106 @@ class Price:
 Prices = dict[str, Price]
 
 
-def default_prices(card: DeviceCard | None) -> Prices:
-    """Prices per event for an array of ``card`` (see the module docstring)."""
-    phys = card.physical if card is not None else {}
+def converter_bits(res: float) -> float:
+    """Bits of a converter with aihwkit resolution ``res`` (fraction of the range): ``log2(1/res + 2)``."""
+    if res <= 0:
+        raise ValueError(
+            f"resolution {res!r}: an unquantised converter has no finite energy model; set a resolution > 0"
+        )
+    return math.log2(1.0 / res + 2.0)
+
+
+def analog_prices(card: DeviceCard, periphery: PeripheryCard, io: IOParameters) -> Prices:
+    """Prices per event of an analog array of ``card`` read through ``io`` (see the module docstring)."""
+    phys = card.physical
     if "pulse_energy_j" in phys:
         prov, src = card.provenance["physical.pulse_energy"]
         write = Price(phys["pulse_energy_j"], f"card {card.name}: {prov}, {src}")
     else:
-        write = Price(1e-15, "assumed: ~1 fJ per pulse, ECRAM projection of Tang et al., IEDM 2018")
+        write = Price(
+            1e-15, f"assumed (card {card.name} gives none): ~1 fJ per pulse, ECRAM projection of Tang et al., IEDM 2018"
+        )
     if "g_min_s" in phys:
         g = 0.5 * (phys["g_min_s"] + phys["g_max_s"])
-        g_src = f"G = {g:.3g} S, middle of card {card.name}'s range"
+        g_src = f"G = {g:.3g} S, middle of card {card.name}'s conductance range"
     else:
-        g = G_DEFAULT_S
-        g_src = "G = 1 uS assumed"
+        g = periphery.default_conductance_s
+        g_src = f"G = {g:.3g} S ({periphery.describe('default_conductance')})"
     read = Price(
-        V_READ_V**2 * g * T_READ_S,
-        f"V_read^2 * G * t_read with V_read = {V_READ_V} V and t_read = {T_READ_S:g} s (assumed), {g_src}",
+        periphery.read_voltage_v**2 * g * periphery.read_time_s,
+        f"V_read^2 G t_read with V_read = {periphery.read_voltage_v} V ({periphery.describe('read_voltage')}), "
+        f"t_read = {periphery.read_time_s:g} s ({periphery.describe('read_time')}), {g_src}",
     )
+    b_in, b_out = converter_bits(io.inp_res), converter_bits(io.out_res)
     return {
         "pulses_up": write,
         "pulses_down": write,
         "array_reads": Price(0.0, "billed through crosspoint_reads, dac_conversions and adc_conversions"),
         "crosspoint_reads": read,
-        "dac_conversions": Price(0.1e-12, "assumed: 0.1 pJ per DAC conversion"),
-        "adc_conversions": Price(2.6e-12, "Murmann ADC survey (2025 revision): best SAR, 6.5-8.5 ENOB, ~2.6 pJ"),
-        "digital_ops": Price(0.9e-12, "FP32 add at 45 nm, Horowitz ISSCC 2014"),
+        "dac_conversions": Price(
+            periphery.dac_j(b_in),
+            f"dac_fom * 2^{b_in:g} bits, dac_fom {periphery.dac_fom_j:g} J ({periphery.describe('dac_fom')})",
+        ),
+        "adc_conversions": Price(
+            periphery.adc_j(b_out),
+            f"adc_fom * 2^{b_out:g} bits, adc_fom {periphery.adc_fom_j:g} J ({periphery.describe('adc_fom')})",
+        ),
+        "digital_ops": Price(periphery.digital_op_j, periphery.describe("digital_op")),
     }
 
 
-def new_ledger(layer_names: list[str]) -> dict[str, dict[str, Any]]:
-    """Zero counters for each layer and count kind (a pytree of uint32 (2,) counters)."""
-    return {name: {kind: counters.zeros() for kind in COUNT_KINDS} for name in layer_names}
+def digital_prices(periphery: PeripheryCard) -> Prices:
+    """Prices for a digital part (only ``digital_ops`` occur; the other counts stay zero)."""
+    zero = Price(0.0, "a digital part has no analog events")
+    prices = {kind: zero for kind in COUNT_KINDS}
+    prices["digital_ops"] = Price(periphery.digital_op_j, periphery.describe("digital_op"))
+    return prices
 
 
-def add_counts(ledger, layer: str, **increments) -> dict:
-    """Return ``ledger`` with ``increments`` (uint32-castable scalars) added to ``layer``."""
+def new_ledger(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Zero counters for each ledger entry and count kind (a pytree of uint32 (2,) counters)."""
+    return {name: {kind: counters.zeros() for kind in COUNT_KINDS} for name in names}
+
+
+def add_counts(ledger, name: str, **increments) -> dict:
+    """Return ``ledger`` with ``increments`` (non-negative, < 2**32 each) added to entry ``name``."""
+    unknown = set(increments) - set(COUNT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown count kind(s) {sorted(unknown)}; allowed: {', '.join(COUNT_KINDS)}")
     new = dict(ledger)
-    entry = dict(new[layer])
+    entry = dict(new[name])
     for kind, inc in increments.items():
         entry[kind] = counters.add(entry[kind], jnp.asarray(inc))
-    new[layer] = entry
+    new[name] = entry
     return new
 
 
 def host_counts(ledger) -> dict[str, dict[str, int]]:
-    """The exact integer counts of a ledger, per layer and kind."""
-    return {layer: {kind: int(counters.to_int(c)) for kind, c in kinds.items()} for layer, kinds in ledger.items()}
+    """The exact integer counts of a ledger, per entry and kind."""
+    return {name: {kind: int(counters.to_int(c)) for kind, c in kinds.items()} for name, kinds in ledger.items()}
 
 
 def price_report(counts: dict[str, dict[str, int]], prices: dict[str, Prices]) -> dict[str, Any]:
-    """Joules from exact counts: totals, by kind, by layer, and the prices used.
+    """Joules from exact counts: the total, by energy kind, by ledger entry, and the prices used.
 
     Args:
-      counts: per layer, per count kind, exact integers (:func:`host_counts`).
-      prices: per layer, the :data:`Prices` of that layer's array.
+      counts: per entry (layer), per count kind, exact integers (:func:`host_counts`).
+      prices: per entry, the :data:`Prices` used for it.
     """
-    by_kind = {"write": 0.0, "read": 0.0, "dac": 0.0, "adc": 0.0, "digital": 0.0}
+    by_kind = {kind: 0.0 for kind in ENERGY_KINDS}
     by_layer: dict[str, float] = {}
     totals = {kind: 0 for kind in COUNT_KINDS}
-    for layer, kinds in counts.items():
+    for name, kinds in counts.items():
         layer_j = 0.0
         for kind, n in kinds.items():
             totals[kind] += n
             energy_kind = ENERGY_KIND_OF[kind]
             if energy_kind is None:
                 continue
-            j = n * prices[layer][kind].joules
+            j = n * prices[name][kind].joules
             by_kind[energy_kind] += j
             layer_j += j
-        by_layer[layer] = layer_j
+        by_layer[name] = layer_j
     return {
         "total_j": sum(by_kind.values()),
         "by_kind": by_kind,
@@ -146,6 +196,6 @@ def price_report(counts: dict[str, dict[str, int]], prices: dict[str, Prices]) -
         "counts": totals,
         "counts_by_layer": counts,
         "prices": {
-            layer: {k: {"joules": p.joules, "source": p.source} for k, p in lp.items()} for layer, lp in prices.items()
+            name: {k: {"joules": p.joules, "source": p.source} for k, p in lp.items()} for name, lp in prices.items()
         },
     }

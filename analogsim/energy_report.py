@@ -13,7 +13,9 @@ from typing import Any
 
 from device_models import load_card
 
-from .energy import COUNT_KINDS, ENERGY_KIND_OF, default_prices, price_report
+from .energy import COUNT_KINDS, ENERGY_KIND_OF, analog_prices, price_report
+from .periphery import IOParameters
+from .periphery_card import load_periphery_card
 
 __all__ = ["ReportError", "load_report", "plot_report", "reprice"]
 
@@ -48,15 +50,32 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return report
 
 
-def reprice(report: dict[str, Any], card_name: str) -> dict[str, Any]:
-    """The same counts priced with ``card_name``'s prices (see :func:`analogsim.energy.default_prices`)."""
+def reprice(report: dict[str, Any], card_name: str, periphery: str | None = None) -> dict[str, Any]:
+    """The same counts with the analog arrays priced as ``card_name`` (what-if).
+
+    Digital entries keep their prices; analog entries (those with pulses or reads) get the
+    card's write and read prices and the periphery card's conversion prices at the
+    resolutions of the original report (aihwkit defaults unless the run changed them).
+    """
     card = load_card(card_name)
+    per = load_periphery_card(periphery or report.get("periphery_card") or "periphery-default")
     counts = report["counts_by_layer"]
-    prices = {layer: default_prices(card) for layer in counts}
+    prices = {}
+    for layer, old in report["prices"].items():
+        if old["dac_conversions"]["joules"] == 0 and old["crosspoint_reads"]["joules"] == 0:
+            prices[layer] = {k: _as_price(v) for k, v in old.items()}  # a digital part: unchanged
+        else:
+            prices[layer] = analog_prices(card, per, IOParameters())
     new = price_report(counts, prices)
     new["digital_baseline_j"] = report["digital_baseline_j"]
     new["device_card"] = card.name
     return new
+
+
+def _as_price(entry: dict[str, Any]):
+    from .energy import Price
+
+    return Price(float(entry["joules"]), str(entry["source"]))
 
 
 def plot_report(reports: dict[str, dict[str, Any]], path: str | Path) -> None:

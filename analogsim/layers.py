@@ -40,6 +40,7 @@ class Tape(nnx.Variable):
     Empty outside training. During a training step the trainer puts a zero ``probe`` of the
     output's shape here; the layer adds it to its output (so the gradient with respect to
     the probe is the per-sample error ``d``) and records its input ``x`` and read counts.
+    With ``{"record": True}`` (evaluation) it records the read counts only.
     """
 
 
@@ -133,6 +134,8 @@ class AnalogLinear(nnx.Module):
         if "probe" in tape:
             y = y + tape["probe"]
             self.tape.set_value({**tape, "x": x2, "reads": reads})
+        elif tape.get("record"):
+            self.tape.set_value({**tape, "reads": reads})
         if self.bias is not None:
             y = y + self.bias.get_value()
         return y.reshape(*lead, self.out_features)

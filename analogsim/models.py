@@ -54,6 +54,12 @@ class MLP(nnx.Module):
                 layers.append(AnalogLinear(n_in, n_out, device=device, update=update, rngs=rngs))
         self.layers = nnx.List(layers)
 
+    def digital_ops_per_sample(self) -> int:
+        """Digital operations of the activation functions per training sample (the energy
+        ledger's ``activations`` entry): one evaluation forward and one derivative backward per
+        hidden unit."""
+        return 2 * sum(layer.out_features for layer in list(self.layers)[:-1])
+
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for i, layer in enumerate(self.layers):

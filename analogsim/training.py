@@ -29,6 +29,7 @@ from . import energy
 from .data import Dataset, load_dataset
 from .layers import AnalogWeight, analog_layers
 from .models import ACTIVATIONS, MLP
+from .periphery_card import PeripheryCard, load_periphery_card
 from .pulsed_update import UPDATE_MODES, UpdateParameters, pulsed_update
 
 __all__ = [
@@ -43,13 +44,6 @@ __all__ = [
 ]
 
 ALGORITHMS = ("sgd", "digital")
-# Digital baseline: NVIDIA H100 SXM, FP32 (non-tensor) peak 67 TFLOP/s at 700 W TDP (NVIDIA
-# H100 datasheet); utilisation 50 % assumed, board at TDP: 700 / (0.5 * 67e12) J per FLOP.
-BASELINE_ACCELERATOR = "NVIDIA H100 SXM, FP32 67 TFLOP/s peak at 700 W TDP (datasheet), 50% utilisation assumed"
-BASELINE_J_PER_FLOP = 700.0 / (0.5 * 67e12)
-# World average grid intensity, Ember Global Electricity Review (2023 data): ~0.48 kg CO2e/kWh.
-GRID_KG_PER_KWH = 0.48
-GRID_SOURCE = "world average, Ember Global Electricity Review 2024 (2023 data)"
 
 
 class ConfigError(ValueError):
@@ -77,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     energy_report: str | None = None
     force: bool = False
+    periphery: str = "periphery-default"
+    grid_intensity: float | None = None  # kg CO2e per kWh; None: the periphery card's
     eval_batch_size: int = 500
 
     def validate(self) -> None:
@@ -102,6 +98,10 @@ class TrainConfig:
         if any((not isinstance(h, int)) or h < 1 for h in self.hidden):
             raise ConfigError(
                 f"--hidden: value {','.join(map(str, self.hidden))!r} is not allowed; widths must be integers >= 1"
+            )
+        if self.grid_intensity is not None and not (math.isfinite(self.grid_intensity) and self.grid_intensity >= 0):
+            raise ConfigError(
+                f"--grid-intensity: value {self.grid_intensity!r} is not allowed; must be a finite number >= 0"
             )
         if self.energy_report is not None and Path(self.energy_report).exists() and not self.force:
             raise ConfigError(f"--energy-report: file {self.energy_report!r} exists; pass --force to overwrite it")
@@ -149,7 +149,10 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         (_layer_name(path), layer.model, layer.update, layer.in_features, layer.out_features)
         for path, layer in analog_layers(model)
     ]
-    state = TrainState(params, analog, rest, tx.init(params), energy.new_ledger([s[0] for s in specs]))
+    digital = digital_layers(model)
+    act_ops = int(getattr(model, "digital_ops_per_sample", lambda: 0)())
+    names = [s[0] for s in specs] + [name for name, _, _ in digital] + (["activations"] if act_ops else [])
+    state = TrainState(params, analog, rest, tx.init(params), energy.new_ledger(names))
 
     def step(state: TrainState, x_all, y_all, idx, mask, key):
         xb = x_all[idx]
@@ -182,7 +185,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
 
         m = nnx.merge(graphdef, params, state.analog, new_rest, copy=True)
         ledger = state.ledger
-        mask_i = mask.astype(jnp.uint32)
+        rows = jnp.sum(mask.astype(jnp.uint32))
         for i, ((name, dev_model, up, n_in, n_out), (_, layer), tape, d) in enumerate(
             zip(specs, analog_layers(m), tapes, g_probes, strict=True)
         ):
@@ -197,24 +200,25 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
                 key=jax.random.fold_in(key, i),
             )
             layer.weight.set_value(w_new)
-            fwd = jnp.sum(tape["reads"].astype(jnp.uint32) * mask_i)
-            if reads_input[i]:
-                bwd = jnp.zeros((), jnp.uint32)  # the input layer's error is never read back
-            else:
-                bwd = jnp.sum(jnp.any(d != 0, axis=1).astype(jnp.uint32))
-            n_rows = jnp.sum(mask_i)
-            bias_ops = (n_rows + 1) * n_out if layer.bias is not None else jnp.zeros((), jnp.uint32)
-            ledger = energy.add_counts(
-                ledger,
-                name,
-                pulses_up=pulses.up,
-                pulses_down=pulses.down,
-                array_reads=fwd + bwd,
-                crosspoint_reads=(fwd + bwd) * jnp.uint32(n_in * n_out),
-                dac_conversions=fwd * n_in + bwd * n_out,
-                adc_conversions=fwd * n_out + bwd * n_in,
-                digital_ops=bias_ops,
+            counts = analog_step_counts(
+                tape["reads"],
+                d,
+                mask,
+                pulses.up,
+                pulses.down,
+                n_in,
+                n_out,
+                reads_input=reads_input[i],
+                has_bias=layer.bias is not None,
             )
+            ledger = energy.add_counts(ledger, name, **counts)
+        for name, n_in, n_out in digital:
+            # forward, error and weight-gradient multiply-adds per sample, then the optimizer step
+            ledger = energy.add_counts(
+                ledger, name, digital_ops=rows * (3 * n_in * n_out + n_out) + n_in * n_out + n_out
+            )
+        if act_ops:
+            ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
         _, params, analog, rest = _split(m)
         correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mask)
         metrics = {"loss": loss, "correct": correct, "count": jnp.sum(mask)}
@@ -223,24 +227,97 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
     return graphdef, state, jax.jit(step, donate_argnums=0)
 
 
+def analog_step_counts(
+    reads: jax.Array,
+    d: jax.Array,
+    mask: jax.Array,
+    pulses_up: jax.Array,
+    pulses_down: jax.Array,
+    n_in: int,
+    n_out: int,
+    *,
+    reads_input: bool,
+    has_bias: bool,
+) -> dict[str, jax.Array]:
+    """The events of one training step of one analog layer (uint32 increments).
+
+    Args:
+      reads: (batch,) forward reads per vector (bound management may read a vector again).
+      d: (batch, out) errors at the layer output; rows of zeros are neither read back nor pulsed.
+      mask: (batch,) 1 for real samples, 0 for padding.
+      pulses_up, pulses_down: pulses fired by the update.
+      n_in, n_out: array size.
+      reads_input: the layer reads the network input, so its error is never read back.
+      has_bias: the layer has a digital bias.
+
+    Returns:
+      Increments for :func:`analogsim.energy.add_counts`.
+    """
+    u32 = jnp.uint32
+    mask_i = mask.astype(u32)
+    fwd = jnp.sum(reads.astype(u32) * mask_i)
+    with_error = jnp.sum(jnp.any(d != 0, axis=1).astype(u32))
+    bwd = jnp.zeros((), u32) if reads_input else with_error
+    rows = jnp.sum(mask_i)
+    reads_all = fwd + bwd
+    digital = (
+        reads_all * u32(n_in + n_out)  # noise management: scale inputs, rescale outputs
+        + with_error * u32(n_in + n_out)  # pulse probabilities of the update
+        + ((rows + 1) * u32(n_out) if has_bias else u32(0))  # bias additions and its SGD step
+    )
+    return {
+        "pulses_up": pulses_up.astype(u32),
+        "pulses_down": pulses_down.astype(u32),
+        "array_reads": reads_all,
+        "crosspoint_reads": reads_all * u32(n_in * n_out),
+        "dac_conversions": fwd * u32(n_in) + bwd * u32(n_out),
+        "adc_conversions": fwd * u32(n_out) + bwd * u32(n_in),
+        "digital_ops": digital,
+    }
+
+
+def digital_layers(model: nnx.Module) -> list[tuple[str, int, int]]:
+    """``(name, in, out)`` of every ``nnx.Linear`` in ``model`` (digital parts of the ledger)."""
+    return [
+        (_layer_name(path), m.in_features, m.out_features)
+        for path, m in nnx.iter_modules(model)
+        if isinstance(m, nnx.Linear)
+    ]
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _eval_batch(graphdef, params, analog, rest, x, y, mask):
     m = nnx.merge(graphdef, params, analog, rest, copy=True)
+    layers = analog_layers(m)
+    for _, layer in layers:
+        layer.tape.set_value({"record": True})
     logits = m(x)
+    reads = []
+    for _, layer in layers:
+        reads.append(jnp.sum(layer.tape.get_value()["reads"] * mask.astype(jnp.int32)))
+        layer.tape.set_value({})
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
-    return correct, _split(m)[3]
+    return correct, reads, _split(m)[3]
 
 
 def evaluate(
     graphdef, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int = 500
-) -> tuple[float, TrainState]:
+) -> tuple[float, TrainState, dict[str, dict[str, int]]]:
     """Test accuracy of the model in ``state`` (analog reads with their noise).
 
-    Returns the accuracy in [0, 1] and the state with its read-noise streams advanced.
+    Returns:
+      The accuracy in [0, 1], the state with its read-noise streams advanced, and the exact
+      event counts of the evaluation per analog layer (forward reads only).
     """
+    model = nnx.merge(graphdef, state.params, state.analog, state.rest)
+    sizes = [
+        (_layer_name(p), layer.in_features, layer.out_features, layer.bias is not None)
+        for p, layer in analog_layers(model)
+    ]
     n = x.shape[0]
     rest = state.rest
     correct = 0
+    reads = [0] * len(sizes)
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size]
         yb = y[start : start + batch_size]
@@ -249,9 +326,21 @@ def evaluate(
         if pad:
             xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
-        c, rest = _eval_batch(graphdef, state.params, state.analog, rest, xb, yb, mask)
+        c, r, rest = _eval_batch(graphdef, state.params, state.analog, rest, xb, yb, mask)
         correct += int(c)
-    return correct / n, state._replace(rest=rest)
+        reads = [a + int(b) for a, b in zip(reads, r, strict=True)]
+    counts = {}
+    for (name, n_in, n_out, has_bias), r in zip(sizes, reads, strict=True):
+        counts[name] = {
+            "pulses_up": 0,
+            "pulses_down": 0,
+            "array_reads": r,
+            "crosspoint_reads": r * n_in * n_out,
+            "dac_conversions": r * n_in,
+            "adc_conversions": r * n_out,
+            "digital_ops": r * (n_in + n_out) + (n * n_out if has_bias else 0),
+        }
+    return correct / n, state._replace(rest=rest), counts
 
 
 def _non_finite_where(state: TrainState) -> str:
@@ -274,8 +363,47 @@ def _flops_per_sample(sizes: list[tuple[int, int]]) -> int:
     return total
 
 
-def _layer_card(card: DeviceCard | None, names: list[str]) -> dict[str, energy.Prices]:
-    return {name: energy.default_prices(card) for name in names}
+def ledger_prices(
+    model: nnx.Module, card: DeviceCard | None, periphery: PeripheryCard, names: list[str]
+) -> dict[str, energy.Prices]:
+    """Prices of every ledger entry of ``model``: its analog arrays, digital layers, activations."""
+    prices = {name: energy.digital_prices(periphery) for name in names}
+    for path, layer in analog_layers(model):
+        fwd, bwd = layer.forward_io, layer.backward_io
+        if (bwd.inp_res, bwd.out_res) != (fwd.inp_res, fwd.out_res):
+            raise ConfigError(
+                f"layer {_layer_name(path)}: the energy ledger prices DAC and ADC conversions at one resolution; "
+                "forward and backward periphery must share inp_res and out_res"
+            )
+        prices[_layer_name(path)] = energy.analog_prices(
+            card or load_card("constant-step"), periphery, layer.forward_io
+        )
+    return prices
+
+
+def baseline_report(
+    flops: int, total_j: float, periphery: PeripheryCard, grid_kg_per_kwh: float, grid_source: str
+) -> dict[str, Any]:
+    """The digital baseline for the same training and the CO2-equivalents of both."""
+    baseline_j = flops * periphery.baseline_j_per_flop
+    return {
+        "digital_baseline_j": baseline_j,
+        "digital_baseline": {
+            "accelerator": (
+                f"{periphery.baseline_flops_per_s / 1e12:g} TFLOP/s at {periphery.baseline_power_w:g} W, "
+                f"{100 * periphery.baseline_utilisation:g}% utilisation"
+            ),
+            "sources": {
+                k: periphery.describe(k) for k in ("baseline_flops_per_s", "baseline_power", "baseline_utilisation")
+            },
+            "flops": flops,
+            "j_per_flop": periphery.baseline_j_per_flop,
+        },
+        "digital_over_analog": baseline_j / total_j if total_j > 0 else None,
+        "co2e_kg": total_j / 3.6e6 * grid_kg_per_kwh,
+        "digital_baseline_co2e_kg": baseline_j / 3.6e6 * grid_kg_per_kwh,
+        "grid_intensity": {"kg_co2e_per_kwh": grid_kg_per_kwh, "source": grid_source},
+    }
 
 
 def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
@@ -308,7 +436,9 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
     tx = optax.sgd(config.lr)
     graphdef, state, step = make_train_step(model, tx, config.lr)
     names = list(state.ledger)
-    prices = _layer_card(card, names)
+    periphery = load_periphery_card(config.periphery)
+    prices = ledger_prices(model, card, periphery, names)
+    eval_counts_total: dict[str, dict[str, int]] = {}
 
     key = jax.random.key(config.seed)
     k_data, k_train = jax.random.split(key)
@@ -364,7 +494,11 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
         jax.block_until_ready(state.analog)
         epoch_rate.append(n / (time.perf_counter() - t0))
         bar.close()
-        acc, state = evaluate(graphdef, state, data.x_test, data.y_test, config.eval_batch_size)
+        acc, state, eval_counts = evaluate(graphdef, state, data.x_test, data.y_test, config.eval_batch_size)
+        for layer, kinds in eval_counts.items():
+            total = eval_counts_total.setdefault(layer, dict.fromkeys(kinds, 0))
+            for kind, v in kinds.items():
+                total[kind] += v
         epoch_acc.append(acc)
         report = energy.price_report(energy.host_counts(state.ledger), prices)
         epoch_energy.append(
@@ -386,22 +520,17 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
         (a, b) for a, b in zip((data.num_features, *config.hidden), (*config.hidden, data.num_classes), strict=True)
     ]
     flops = _flops_per_sample(sizes) * n * config.epochs
-    baseline_j = flops * BASELINE_J_PER_FLOP
-    report.update(
-        {
-            "per_epoch": epoch_energy,
-            "digital_baseline_j": baseline_j,
-            "digital_baseline": {
-                "accelerator": BASELINE_ACCELERATOR,
-                "flops": flops,
-                "j_per_flop": BASELINE_J_PER_FLOP,
-            },
-            "co2e_kg": report["total_j"] / 3.6e6 * GRID_KG_PER_KWH,
-            "digital_baseline_co2e_kg": baseline_j / 3.6e6 * GRID_KG_PER_KWH,
-            "grid_intensity": {"kg_co2e_per_kwh": GRID_KG_PER_KWH, "source": GRID_SOURCE},
-            "device_card": None if card is None else card.name,
-        }
-    )
+    if config.grid_intensity is not None:
+        grid, grid_src = config.grid_intensity, "set by --grid-intensity"
+    else:
+        grid, grid_src = periphery.grid_kg_per_kwh, periphery.describe("grid_intensity")
+    report.update(baseline_report(flops, report["total_j"], periphery, grid, grid_src))
+    report["per_epoch"] = epoch_energy
+    report["device_card"] = None if card is None else card.name
+    report["periphery_card"] = periphery.name
+    if eval_counts_total:
+        ev = energy.price_report(eval_counts_total, {k: prices[k] for k in eval_counts_total})
+        report["evaluation"] = {k: ev[k] for k in ("total_j", "by_kind", "by_layer", "counts_by_layer")}
     rates = epoch_rate[1:] if len(epoch_rate) > 1 else epoch_rate
     result = {
         "test_accuracy": epoch_acc[-1],

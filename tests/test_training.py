@@ -61,7 +61,15 @@ def test_analog_training_learns_and_ledger_adds_up(small_digits):
 def test_digital_baseline_trains(small_digits):
     res = train(small_config(algorithm="digital", epochs=3, lr=1.0), progress=False, dataset=small_digits)
     assert res["epoch_test_accuracy"][-1] > 0.5
-    assert res["energy_j"]["total"] == 0.0
+    kinds = res["energy_j"]["by_kind"]
+    assert kinds["write"] == kinds["read"] == kinds["dac"] == kinds["adc"] == 0.0
+    # 64-16-10 MLP, 256 samples x 3 epochs: per sample 3*in*out + out per layer plus 2 * 16 activation ops,
+    # per step the optimizer's in*out + out per layer (8 steps of 32 per epoch)
+    per_sample = (3 * 64 * 16 + 16) + (3 * 16 * 10 + 10) + 2 * 16
+    per_step = (64 * 16 + 16) + (16 * 10 + 10)
+    ops = 256 * 3 * per_sample + 8 * 3 * per_step
+    assert res["energy_report"]["counts"]["digital_ops"] == ops
+    assert kinds["digital"] == pytest.approx(ops * 4.6e-12, rel=1e-9)
 
 
 def test_exact_counters_past_32_and_53_bits():

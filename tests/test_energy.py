@@ -1,0 +1,164 @@
+"""The energy ledger: hand-computed counts and joules, zero pulses, re-pricing, periphery cards."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from analogsim import AnalogLinear, IOParameters, make_train_step
+from analogsim.energy import analog_prices, converter_bits, host_counts, price_report
+from analogsim.periphery_card import PeripheryCardError, load_periphery_card
+from analogsim.training import analog_step_counts
+from device_models import parse_card
+
+IDEAL_CARD = """
+name = "ideal-test"
+model = "constant-step"
+{params}
+[physical.g_min]
+value = 2.0
+unit = "uS"
+provenance = "assumed"
+source = "test"
+[physical.g_max]
+value = 4.0
+unit = "uS"
+provenance = "assumed"
+source = "test"
+[physical.pulse_energy]
+value = 3.0
+unit = "fJ"
+provenance = "assumed"
+source = "test"
+"""
+IDEAL = dict(
+    dw_min=0.01,
+    dw_min_dtod=0.0,
+    dw_min_std=0.0,
+    up_down=0.0,
+    up_down_dtod=0.0,
+    w_max=10.0,
+    w_min=-10.0,
+    w_max_dtod=0.0,
+    w_min_dtod=0.0,
+)
+
+
+def ideal_card():
+    params = "\n".join(
+        f'[parameters.{k}]\nvalue = {v}\nunit = "1"\nprovenance = "assumed"\nsource = "test"' for k, v in IDEAL.items()
+    )
+    return parse_card(IDEAL_CARD.format(params=params), source="<test>")
+
+
+def test_converter_bits_match_aihwkit_resolutions():
+    assert converter_bits(1 / 126) == pytest.approx(7.0)
+    assert converter_bits(1 / 510) == pytest.approx(9.0)
+
+
+def test_step_counts_of_a_2x3_array_by_hand():
+    # batch of 3: two real samples (one re-read by bound management), one padding row
+    reads = jnp.array([1, 2, 1], jnp.int32)
+    d = jnp.array([[0.1, 0.0], [0.0, 0.0], [0.0, 0.0]])  # only the first sample carries an error
+    mask = jnp.array([1.0, 1.0, 0.0])
+    c = analog_step_counts(reads, d, mask, jnp.int32(7), jnp.int32(4), 3, 2, reads_input=False, has_bias=True)
+    c = {k: int(v) for k, v in c.items()}
+    # forward reads 1 + 2 = 3, backward reads 1 (one row with an error)
+    assert c["array_reads"] == 4
+    assert c["crosspoint_reads"] == 4 * 6
+    assert c["dac_conversions"] == 3 * 3 + 1 * 2  # forward drives 3 inputs, backward 2
+    assert c["adc_conversions"] == 3 * 2 + 1 * 3
+    # scaling in+out per read (4 * 5) + pulse probabilities (1 * 5) + bias adds (2 rows * 2) + bias SGD (2)
+    assert c["digital_ops"] == 20 + 5 + 4 + 2
+    assert (c["pulses_up"], c["pulses_down"]) == (7, 4)
+    c = analog_step_counts(reads, d, mask, jnp.int32(0), jnp.int32(0), 3, 2, reads_input=True, has_bias=False)
+    assert int(c["array_reads"]) == 3 and int(c["dac_conversions"]) == 9 and int(c["digital_ops"]) == 15 + 5
+
+
+class OneLayer(nnx.Module):
+    def __init__(self, card, rngs):
+        self.layer = AnalogLinear(3, 2, device=card, forward_io=IOParameters(out_noise=0.0), rngs=rngs)
+
+    def __call__(self, x):
+        return self.layer(x)
+
+
+def test_one_step_ledger_every_count_and_joule_by_hand():
+    card = ideal_card()
+    per = load_periphery_card()
+    model = OneLayer(card, nnx.Rngs(0))
+    graphdef, state, step = make_train_step(model, optax.sgd(0.1), lr=0.1)
+    w0 = np.asarray(state.analog["layer"]["weight"].get_value())
+    x = jnp.array([[0.5, -1.0, 0.25]])
+    y = jnp.array([1])
+    state, _ = step(state, x, y, np.array([0]), np.ones(1, np.float32), jax.random.key(0))
+    w1 = np.asarray(state.analog["layer"]["weight"].get_value())
+    dw = np.round((w1 - w0) / 0.01).astype(int)  # ideal device: exactly dw_min per pulse
+    counts = host_counts(state.ledger)["layer"]
+    assert counts == {
+        "pulses_up": int(dw[dw > 0].sum()),
+        "pulses_down": int(-dw[dw < 0].sum()),
+        "array_reads": 1,  # one forward read; the input layer's error is not read back
+        "crosspoint_reads": 6,
+        "dac_conversions": 3,
+        "adc_conversions": 2,
+        "digital_ops": 5 + 5 + 2 + 2,  # scaling, pulse probabilities, bias add, bias SGD step
+    }
+    assert counts["pulses_up"] + counts["pulses_down"] > 0
+    rep = price_report({"layer": counts}, {"layer": analog_prices(card, per, IOParameters())})
+    pulses = counts["pulses_up"] + counts["pulses_down"]
+    expect = {
+        "write": pulses * 3e-15,
+        "read": 6 * 0.2**2 * 3e-6 * 10e-9,  # V^2 * mean G (3 uS) * t_read per cross-point
+        "dac": 3 * 0.5e-15 * 2**7,
+        "adc": 2 * 14.4e-15 * 2**9,
+        "digital": 14 * 4.6e-12,
+    }
+    assert rep["by_kind"] == pytest.approx(expect, rel=1e-9)
+    assert rep["total_j"] == pytest.approx(sum(expect.values()), rel=1e-9)
+
+
+def test_zero_inputs_fire_no_pulse_and_cost_no_write_energy():
+    card = ideal_card()
+    model = OneLayer(card, nnx.Rngs(1))
+    _, state, step = make_train_step(model, optax.sgd(0.1), lr=0.1)
+    state, _ = step(
+        state, jnp.zeros((4, 3)), jnp.array([0, 1, 0, 1]), np.arange(4), np.ones(4, np.float32), jax.random.key(1)
+    )
+    counts = host_counts(state.ledger)["layer"]
+    assert counts["pulses_up"] == counts["pulses_down"] == 0 and counts["array_reads"] == 0
+    rep = price_report({"layer": counts}, {"layer": analog_prices(card, load_periphery_card(), IOParameters())})
+    assert rep["by_kind"]["write"] == 0.0
+
+
+def test_ledgers_add_across_steps():
+    card = ideal_card()
+    model = OneLayer(card, nnx.Rngs(2))
+    _, state, step = make_train_step(model, optax.sgd(0.1), lr=0.1)
+    x = jax.random.uniform(jax.random.key(3), (8, 3))
+    y = jnp.arange(8) % 2
+    seen = []
+    for i in range(3):
+        state, _ = step(state, x, y, np.arange(8), np.ones(8, np.float32), jax.random.key(10 + i))
+        seen.append(host_counts(state.ledger)["layer"])
+    # forward reads and conversions grow by the same amount each step (8 samples, no bound management)
+    assert [s["array_reads"] for s in seen] == [8, 16, 24]
+    assert [s["adc_conversions"] for s in seen] == [16, 32, 48]
+    assert all(b["pulses_up"] >= a["pulses_up"] for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_bad_periphery_card(tmp_path):
+    path = tmp_path / "p.toml"
+    text = (
+        load_periphery_card.__globals__["resources"].files("analogsim") / "cards" / "periphery-default.toml"
+    ).read_text()
+    path.write_text(text.replace('value = 14.4\nunit = "fJ"', 'value = -1\nunit = "fJ"'))
+    with pytest.raises(PeripheryCardError, match=r"p.toml: field 'adc_fom.value': value -1"):
+        load_periphery_card(path)
+    path.write_text(text.replace('unit = "W"', 'unit = "hp"'))
+    with pytest.raises(PeripheryCardError, match="baseline_power.unit"):
+        load_periphery_card(path)
+    with pytest.raises(PeripheryCardError, match="built-in"):
+        load_periphery_card(tmp_path / "missing.toml")
