@@ -29,15 +29,16 @@ def test_ideal_settings_reproduce_the_sgd_step_exactly():
     assert int(counts.up) == 31 * 3 and int(counts.down) == 31 * 3  # 3 cross-points each way
 
 
+@pytest.mark.parametrize("mode", ["exact", "expected"])
 @pytest.mark.parametrize("blm,um", [(True, True), (False, True), (True, False), (False, False)])
-def test_mean_pulse_count_is_lr_x_d_over_dw_min(blm, um):
+def test_mean_pulse_count_is_lr_x_d_over_dw_min(blm, um, mode):
     lr, dw_min = 0.05, 0.001
     model = ideal_device(dw_min)
     kx, kd = jax.random.split(jax.random.key(1))
     x = jax.random.uniform(kx, (1, 6), minval=-0.3, maxval=0.3)
     d = jax.random.uniform(kd, (1, 5), minval=-0.3, maxval=0.3)
     d = d * jnp.max(jnp.abs(x)) / jnp.max(jnp.abs(d))  # equal maxima: no probability clips even without UM
-    up = UpdateParameters(update_bl_management=blm, update_management=um)
+    up = UpdateParameters(update_bl_management=blm, update_management=um, mode=mode)
     p, q, bl = pulse_probabilities(x[0], d[0], lr, dw_min, up)
     # The formula holds while no probability clips at 1 (these inputs keep them inside).
     assert bool(jnp.all(p < 1)) and bool(jnp.all(q < 1))
@@ -92,12 +93,43 @@ def test_zero_inputs_fire_no_pulse_and_keep_weights():
     assert int(counts.up) == 0 and int(counts.down) == 0
 
 
-def test_counts_match_weight_change_on_ideal_device():
+@pytest.mark.parametrize("mode", ["exact", "expected"])
+def test_counts_match_weight_change_on_ideal_device(mode):
     model = ideal_device(0.01)
     cp = nominal_crosspoints(model, (8, 9))
     kx, kd = jax.random.split(jax.random.key(5))
     x = jax.random.normal(kx, (16, 9))
     d = jax.random.normal(kd, (16, 8)) * 0.1
-    w, counts = pulsed_update(model, cp, jnp.zeros((8, 9)), x, d, 0.05, UpdateParameters(), key=jax.random.key(6))
+    w, counts = pulsed_update(
+        model, cp, jnp.zeros((8, 9)), x, d, 0.05, UpdateParameters(mode=mode), key=jax.random.key(6)
+    )
     net = (int(counts.up) - int(counts.down)) * 0.01
     assert float(jnp.sum(w)) == pytest.approx(net, abs=1e-4)
+
+
+def test_expected_rung_matches_exact_mean_over_a_batch():
+    """Over a whole batch the two rungs move each weight by the same amount on average."""
+    model = ideal_device(0.001)
+    cp = nominal_crosspoints(model, (4, 5))
+    kx, kd = jax.random.split(jax.random.key(7))
+    x = jax.random.uniform(kx, (16, 5), minval=-1.0, maxval=1.0)
+    d = jax.random.normal(kd, (16, 4)) * 0.02
+
+    def mean_dw(mode):
+        def one(key):
+            return pulsed_update(model, cp, jnp.zeros((4, 5)), x, d, 0.1, UpdateParameters(mode=mode), key=key)[0]
+
+        return jnp.mean(jax.vmap(one)(jax.random.split(jax.random.key(8), 3000)), axis=0)
+
+    expect = -0.1 * d.T @ x  # the SGD step the pulses realise on average
+    for mode in ("exact", "expected"):
+        np.testing.assert_allclose(mean_dw(mode), expect, atol=0.1 * float(jnp.max(jnp.abs(expect))))
+
+
+def test_poisson_sampler_moments():
+    from analogsim.pulsed_update import _poisson
+
+    lam = jnp.array([0.01, 0.5, 2.9, 3.5, 20.0])
+    n = jax.vmap(lambda k: _poisson(k, lam))(jax.random.split(jax.random.key(9), 100_000))
+    np.testing.assert_allclose(jnp.mean(n, axis=0), lam, rtol=0.03, atol=2e-3)
+    np.testing.assert_allclose(jnp.var(n, axis=0), lam, rtol=0.05, atol=2e-3)
