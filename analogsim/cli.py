@@ -11,6 +11,7 @@ import sys
 
 from device_models import BUILTIN_CARDS, CardError, load_card
 
+from .checkpoint import CheckpointError
 from .data import DataError
 from .energy_report import ReportError
 from .periphery_card import PeripheryCardError, load_periphery_card
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
         "--periphery", default=d.periphery, help="periphery card (prices of reads, conversions, digital ops)"
     )
     t.add_argument("--grid-intensity", type=float, default=None, metavar="KG_PER_KWH", help="grid CO2e intensity")
+    t.add_argument(
+        "--checkpoint-dir", default=None, metavar="DIR", help="save the full training state after every epoch"
+    )
+    t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("devices", help="list the built-in device cards")
@@ -167,13 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             periphery=args.periphery,
             grid_intensity=args.grid_intensity,
+            checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume,
         )
         config.validate()
         if config.algorithm != "digital":
             load_card(config.device)  # fail on a bad card before loading data
         load_periphery_card(config.periphery)
         result = train(config, progress=not args.no_progress)
-    except (ConfigError, CardError, DataError, ReportError, PeripheryCardError) as err:
+    except (ConfigError, CardError, DataError, ReportError, PeripheryCardError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:

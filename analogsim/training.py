@@ -26,6 +26,7 @@ from flax import nnx
 from device_models import DeviceCard, load_card
 
 from . import energy
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .layers import AnalogWeight, analog_layers
 from .models import ACTIVATIONS, MLP
@@ -73,6 +74,8 @@ class TrainConfig:
     force: bool = False
     periphery: str = "periphery-default"
     grid_intensity: float | None = None  # kg CO2e per kWh; None: the periphery card's
+    checkpoint_dir: str | None = None  # save the full state here after every epoch
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir
     eval_batch_size: int = 500
 
     def validate(self) -> None:
@@ -103,6 +106,16 @@ class TrainConfig:
             raise ConfigError(
                 f"--grid-intensity: value {self.grid_intensity!r} is not allowed; must be a finite number >= 0"
             )
+        if self.resume and self.checkpoint_dir is None:
+            raise ConfigError("--resume needs --checkpoint-dir DIR (the directory of the run to continue)")
+        if self.checkpoint_dir is not None:
+            ckpt = Path(self.checkpoint_dir) / CHECKPOINT_FILE
+            if self.resume and not ckpt.is_file():
+                raise ConfigError(f"--resume: {ckpt} does not exist; nothing to continue")
+            if not self.resume and ckpt.is_file() and not self.force:
+                raise ConfigError(
+                    f"--checkpoint-dir: {ckpt} exists; pass --resume to continue that run or --force to start over"
+                )
         if self.energy_report is not None and Path(self.energy_report).exists() and not self.force:
             raise ConfigError(f"--energy-report: file {self.energy_report!r} exists; pass --force to overwrite it")
 
@@ -406,6 +419,40 @@ def baseline_report(
     }
 
 
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+# Settings that may change between a run and its resumption (they do not change the result).
+_RESUMABLE = (
+    "epochs",
+    "energy_report",
+    "force",
+    "resume",
+    "checkpoint_dir",
+    "eval_batch_size",
+    "grid_intensity",
+    "periphery",
+)
+
+
+def _check_resume(config: TrainConfig, meta: dict[str, Any]) -> None:
+    saved = meta["config"]
+    now = _config_dict(config)
+    for field, value in now.items():
+        if field in _RESUMABLE:
+            continue
+        if saved.get(field) != value:
+            raise ConfigError(
+                f"--resume: setting {field!r} is {value!r} but the checkpointed run used {saved.get(field)!r}; "
+                "a resumed run must keep every setting but --epochs"
+            )
+    if meta["epoch"] > config.epochs:
+        raise ConfigError(
+            f"--epochs: value {config.epochs} is not allowed; the checkpoint already has {meta['epoch']} epochs"
+        )
+
+
 def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
     """The MLP of ``config`` for ``dataset`` (digital for ``--algorithm digital``)."""
     sizes = (dataset.num_features, *config.hidden, dataset.num_classes)
@@ -451,9 +498,17 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
     epoch_acc: list[float] = []
     epoch_rate: list[float] = []
     epoch_energy: list[dict[str, Any]] = []
-    prev_report = energy.price_report(energy.host_counts(state.ledger), prices)
     global_step = 0
-    for epoch in range(config.epochs):
+    first_epoch = 0
+    if config.resume:
+        state, meta = load_checkpoint(config.checkpoint_dir, state)
+        _check_resume(config, meta)
+        first_epoch = meta["epoch"]
+        global_step = meta["global_step"]
+        epoch_acc, epoch_rate, epoch_energy = meta["epoch_acc"], meta["epoch_rate"], meta["epoch_energy"]
+        eval_counts_total = meta["eval_counts"]
+    prev_report = energy.price_report(energy.host_counts(state.ledger), prices)
+    for epoch in range(first_epoch, config.epochs):
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(k_data, epoch), n))
         bar = tqdm(
             total=n_steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False, unit="step"
@@ -509,6 +564,17 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
             }
         )
         prev_report = report
+        if config.checkpoint_dir is not None:
+            meta = {
+                "config": _config_dict(config),
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "epoch_acc": epoch_acc,
+                "epoch_rate": epoch_rate,
+                "epoch_energy": epoch_energy,
+                "eval_counts": eval_counts_total,
+            }
+            save_checkpoint(config.checkpoint_dir, state, meta)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum / seen:.4f}, train acc {correct / seen:.4f}, "
@@ -539,7 +605,7 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
         "epoch_samples_per_s": epoch_rate,
         "energy_j": {"total": report["total_j"], "by_kind": report["by_kind"], "by_layer": report["by_layer"]},
         "energy_report": report,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "config": _config_dict(config),
     }
     if config.energy_report is not None:
         path = Path(config.energy_report)
