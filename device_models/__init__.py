@@ -7,9 +7,14 @@ optax.
 
 from .cards import BUILTIN_CARDS, CardError, DeviceCard, builtin_card_names, load_card, parse_card
 from .constant_step import ConstantStep
+from .exp_step import ExpStep
+from .linear_step import LinearStep
+from .piecewise_step import PiecewiseStep
+from .pow_step import PowStep
 from .pulsed import (
     AbstractPulsedModel,
     CrossPoints,
+    ParameterRule,
     PulsedParams,
     apply_pulses,
     draw_crosspoints,
@@ -27,6 +32,11 @@ __all__ = [
     "ConstantStep",
     "CrossPoints",
     "DeviceCard",
+    "ExpStep",
+    "LinearStep",
+    "ParameterRule",
+    "PiecewiseStep",
+    "PowStep",
     "PulsedParams",
     "SoftBounds",
     "apply_pulses",

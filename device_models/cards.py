@@ -18,6 +18,19 @@ A card looks like this (every number is a table with ``value``, ``unit``, ``prov
     unit = "uS"
     ...
 
+Besides the nine common pulsed-device parameters (:class:`~device_models.PulsedParams`, all
+required), ``[parameters]`` holds the model's own parameters, named and range-checked by the
+model class (``parameter_rules``), all required and all in unit ``"1"``: ``gamma_up``/``gamma_down``
+for ``linear-step`` and ``pow-step``; ``A_up``, ``A_down``, ``gamma_up``, ``gamma_down``, ``a``,
+``b`` for ``exp-step``; and for ``piecewise-step`` the tables ``piecewise_up``/``piecewise_down``,
+whose ``value`` is a non-empty TOML array of numbers >= 0::
+
+    [parameters.piecewise_up]
+    value = [1.5, 1.0, 0.5]
+    unit = "1"
+    provenance = "fitted"
+    source = "..."
+
 Physical values are converted to SI once, at load (``g_min_s``, ``g_max_s`` in siemens,
 ``pulse_energy_j`` in joules, ``pulse_voltage_v`` in volts, ``pulse_width_s`` in seconds).
 Weights map to conductance linearly: ``G = g_min + (w - w_min) / (w_max - w_min) * (g_max - g_min)``
@@ -36,7 +49,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .pulsed import AbstractPulsedModel, PulsedParams
+from .pulsed import AbstractPulsedModel, ParameterRule, PulsedParams
 from .registry import MODELS
 
 __all__ = ["BUILTIN_CARDS", "CardError", "DeviceCard", "builtin_card_names", "load_card", "parse_card"]
@@ -69,7 +82,21 @@ _PULSED_CHECKS = {
     "w_max_dtod": (lambda v: v >= 0, ">= 0"),
     "w_min_dtod": (lambda v: v >= 0, ">= 0"),
 }
-BUILTIN_CARDS = ("constant-step", "soft-bounds", "wo3-protonic")
+BUILTIN_CARDS = (
+    "constant-step",
+    "linear-step",
+    "soft-bounds",
+    "exp-step",
+    "pow-step",
+    "ecram-tang2018",
+    "ecram-mo-kim2019",
+    "reram-es-gong2018",
+    "reram-sb",
+    "capacitor-li2018",
+    "idealized",
+    "gokmen-vlasov-2016",
+    "wo3-protonic",
+)
 
 
 class CardError(ValueError):
@@ -125,8 +152,8 @@ def load_card(name_or_path: str | Path) -> DeviceCard:
     return parse_card(text, source=str(path))
 
 
-def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tuple[float, str, str]:
-    """Check one ``{value, unit, provenance, source}`` table; return (SI value, provenance, source)."""
+def _entry_value(source: str, field: str, entry: Any) -> Any:
+    """Check that one card entry is a table with the right keys; return its raw ``value``."""
     if not isinstance(entry, dict):
         raise CardError(
             f"{source}: field {field!r}: value {entry!r} is not allowed; "
@@ -139,11 +166,11 @@ def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tup
     for key in ("value", "unit", "provenance", "source"):
         if key not in entry:
             raise CardError(f"{source}: field {field!r}: missing {key!r}")
-    value = entry["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be a number")
-    if not math.isfinite(value):
-        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be finite")
+    return entry["value"]
+
+
+def _entry_meta(source: str, field: str, entry: dict, units: dict[str, float]) -> tuple[float, str, str]:
+    """Check the unit, provenance and source of one card entry; return (unit factor, provenance, source)."""
     unit = entry["unit"]
     if unit not in units:
         raise CardError(f"{source}: field '{field}.unit': value {unit!r} is not allowed; allowed: {', '.join(units)}")
@@ -155,7 +182,37 @@ def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tup
     src = entry["source"]
     if not isinstance(src, str) or not src.strip():
         raise CardError(f"{source}: field '{field}.source': value {src!r} is not allowed; must be a non-empty string")
-    return float(value) * units[unit], prov, src
+    return units[unit], prov, src
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tuple[float, str, str]:
+    """Check one ``{value, unit, provenance, source}`` table; return (SI value, provenance, source)."""
+    value = _entry_value(source, field, entry)
+    if not _is_number(value):
+        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be a number")
+    if not math.isfinite(value):
+        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be finite")
+    factor, prov, src = _entry_meta(source, field, entry, units)
+    return float(value) * factor, prov, src
+
+
+def _table(source: str, field: str, entry: Any, rule: ParameterRule) -> tuple[tuple[float, ...], str, str]:
+    """Check one entry whose value is a non-empty array of unit-"1" numbers, each passing ``rule``."""
+    value = _entry_value(source, field, entry)
+    allowed = f"must be a non-empty array of finite numbers, each {rule.rule}"
+    if not isinstance(value, list) or not value:
+        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; {allowed}")
+    for i, v in enumerate(value):
+        if not _is_number(v) or not math.isfinite(v) or not rule.check(float(v)):
+            raise CardError(
+                f"{source}: field '{field}.value': value {value!r} is not allowed; {allowed} (element {i} is {v!r})"
+            )
+    _, prov, src = _entry_meta(source, field, entry, _NORMALISED_UNITS)
+    return tuple(float(v) for v in value), prov, src
 
 
 def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
@@ -186,7 +243,9 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
     params = doc["parameters"]
     if not isinstance(params, dict):
         raise CardError(f"{source}: field 'parameters': must be a table of parameters")
-    allowed = set(_PULSED_CHECKS)
+    model_cls = MODELS[model_name]
+    model_rules = dict(model_cls.parameter_rules)
+    allowed = set(_PULSED_CHECKS) | set(model_rules)
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise CardError(
@@ -202,6 +261,20 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         if not check(value):
             raise CardError(f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule}")
         values[field] = value
+        provenance[f"parameters.{field}"] = (prov, src)
+    model_values: dict[str, float | tuple[float, ...]] = {}
+    for field, rule in model_rules.items():
+        if field not in params:
+            raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
+        if rule.table:
+            model_values[field], prov, src = _table(source, f"parameters.{field}", params[field], rule)
+        else:
+            value, prov, src = _number(source, f"parameters.{field}", params[field], _NORMALISED_UNITS)
+            if not rule.check(value):
+                raise CardError(
+                    f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule.rule}"
+                )
+            model_values[field] = value
         provenance[f"parameters.{field}"] = (prov, src)
 
     physical_doc = doc.get("physical", {})
@@ -225,7 +298,7 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
             f"{source}: field 'physical.g_min': value {physical['g_min_s']!r} S is not allowed; "
             f"must be < g_max ({physical['g_max_s']!r} S)"
         )
-    model = MODELS[model_name](pulsed=PulsedParams(**values))
+    model = model_cls(pulsed=PulsedParams(**values), **model_values)
     return DeviceCard(
         name=name,
         model=model,

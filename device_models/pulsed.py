@@ -13,8 +13,9 @@ cross-point's bounds:
     \\; b_{min}, b_{max}\\big), \\qquad \\xi \\sim \\mathcal{N}(0, 1).
 
 The model-specific part (``step_up``/``step_down``) lives in one module per model
-(:mod:`device_models.constant_step`, :mod:`device_models.soft_bounds`); everything here is
-shared.
+(:mod:`device_models.constant_step`, :mod:`device_models.soft_bounds`,
+:mod:`device_models.linear_step`, :mod:`device_models.exp_step`, :mod:`device_models.pow_step`,
+:mod:`device_models.piecewise_step`); everything here is shared.
 
 References:
     Gokmen & Vlasov, "Acceleration of deep neural network training with resistive cross-point
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import jax
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 __all__ = [
     "AbstractPulsedModel",
     "CrossPoints",
+    "ParameterRule",
     "PulsedParams",
     "apply_pulses",
     "draw_crosspoints",
@@ -73,16 +76,33 @@ class CrossPoints:
     dw_min_std: jax.Array  # cycle-to-cycle spread (fraction), scalar
 
 
+@dataclasses.dataclass(frozen=True)
+class ParameterRule:
+    """What a device card may give for one model-specific parameter (unit ``"1"``).
+
+    ``check`` is applied to the value, or to every element when ``table`` is true (then the
+    value must be a non-empty array of numbers); ``rule`` says what is allowed, in words, for
+    the error message.
+    """
+
+    check: Callable[[float], bool]
+    rule: str
+    table: bool = False
+
+
 class AbstractPulsedModel(abc.ABC):
     """Interface of a pulsed step-response model.
 
     A concrete model is a frozen dataclass registered as a pytree with a ``pulsed``
     (:class:`PulsedParams`) field plus its own continuous parameters. It only has to say how
     large one noise-free up or down step is at state ``w``; drawing, noise and clipping are
-    shared (:func:`apply_pulses`).
+    shared (:func:`apply_pulses`). ``parameter_rules`` names every model-specific field (all
+    dataclass fields but ``pulsed``) with what a card may set it to
+    (:mod:`device_models.cards`).
     """
 
     name: ClassVar[str]
+    parameter_rules: ClassVar[Mapping[str, ParameterRule]] = {}
     pulsed: PulsedParams
 
     @abc.abstractmethod

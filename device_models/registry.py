@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from .constant_step import ConstantStep
+from .exp_step import ExpStep
+from .linear_step import LinearStep
+from .piecewise_step import PiecewiseStep
+from .pow_step import PowStep
 from .pulsed import AbstractPulsedModel
 from .soft_bounds import SoftBounds
 
@@ -11,6 +15,10 @@ __all__ = ["MODELS", "model_class"]
 MODELS: dict[str, type[AbstractPulsedModel]] = {
     ConstantStep.name: ConstantStep,
     SoftBounds.name: SoftBounds,
+    LinearStep.name: LinearStep,
+    ExpStep.name: ExpStep,
+    PowStep.name: PowStep,
+    PiecewiseStep.name: PiecewiseStep,
 }
 
 

@@ -52,8 +52,9 @@ def test_vmap_over_device_parameter_sets(name):
 
     out = jax.vmap(one)(models)
     assert out.shape == (3, *SHAPE)
-    # At w = 0 both models step by exactly dw_min.
-    np.testing.assert_allclose(out[:, 0, 0], dw, rtol=1e-6)
+    # At w = 0 each parameter set steps by its own closed-form step (dw_min for most models).
+    expect = [float(closed_form_step(name, nominal_crosspoints(make(name, dw_min=d), (1,)), 0.0, True)[0]) for d in dw]
+    np.testing.assert_allclose(out[:, 0, 0], expect, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -81,10 +82,20 @@ def test_no_pulse_leaves_state_bit_identical(name):
 
 
 def closed_form_step(name, cp: CrossPoints, w, up: bool):
-    if name == "constant-step":
+    """DESIGN.md's step at ``w`` for the model's default parameters (signed: down is negative)."""
+    if name in ("constant-step", "linear-step", "piecewise-step"):
+        # linear-step defaults gamma_up = gamma_down = 0; piecewise-step defaults to the table [1]
         return cp.scale_up if up else -cp.scale_down
     if name == "soft-bounds":
         return cp.scale_up * (1 - w / cp.b_max) if up else -cp.scale_down * (1 - w / cp.b_min)
+    if name == "exp-step":  # aihwkit ExpStepDevice defaults
+        z = 2 * 0.244 * w / (cp.b_max - cp.b_min) + 0.2425
+        if up:
+            return cp.scale_up * jnp.maximum(1 - 0.00081 * jnp.exp(12.44625 * z), 0)
+        return -cp.scale_down * jnp.maximum(1 - 0.36833 * jnp.exp(-12.78785 * z), 0)
+    if name == "pow-step":  # gamma_up = gamma_down = 1
+        omega = (cp.b_max - w) / (cp.b_max - cp.b_min)
+        return cp.scale_up * omega if up else -cp.scale_down * (1 - omega)
     raise AssertionError(f"add the closed form of {name} to the battery")
 
 
@@ -103,6 +114,10 @@ def test_step_mean_and_spread_match_closed_form(name, up):
     nominal = 0.01 if up else -0.008
     if name == "soft-bounds":
         nominal *= (1 - 0.25 / 1.0) if up else (1 - 0.25 / -1.0)
+    if name == "pow-step":  # omega = (1 - 0.25) / 2
+        nominal *= 0.375 if up else 0.625
+    if name == "exp-step":  # z = 2 * 0.244 * 0.25 / 2 + 0.2425 = 0.3035
+        nominal *= 0.964599857566234 if up else 0.9924021386948781
     assert expect == pytest.approx(nominal, rel=1e-6)
     se = 0.3 * abs(expect) / np.sqrt(n)
     assert float(jnp.mean(dw)) == pytest.approx(expect, abs=5 * se)
@@ -136,6 +151,7 @@ def test_models_are_frozen_pytrees():
     for name in ALL_MODELS:
         model = make(name)
         leaves = jax.tree_util.tree_leaves(model)
-        assert len(leaves) == len(dataclasses.fields(PulsedParams))
+        # the common parameters plus one leaf per model-specific parameter (default tables have one entry)
+        assert len(leaves) == len(dataclasses.fields(PulsedParams)) + len(type(model).parameter_rules)
         with pytest.raises(dataclasses.FrozenInstanceError):
             model.pulsed = PulsedParams()  # type: ignore[misc]

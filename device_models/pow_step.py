@@ -1,0 +1,90 @@
+"""Power-step device: the step is a power of the distance to the bound it moves toward
+(aihwkit ``PowStepDevice``, a shifted form of the Fusi & Abbott synapse).
+
+.. math::
+    \\omega = \\frac{b_{max} - w}{b_{max} - b_{min}}, \\qquad
+    \\Delta w_+ = s_+\\, \\omega^{\\gamma_+}, \\qquad
+    \\Delta w_- = s_-\\, (1 - \\omega)^{\\gamma_-}
+
+with the cross-point's step scales :math:`s_\\pm` and its own bounds. Unlike most models the step
+at ``w = 0`` is not :math:`s_\\pm` (for symmetric bounds it is :math:`s_\\pm 2^{-\\gamma}`), as in
+aihwkit. :math:`\\gamma = 1` is soft bounds. A cross-point whose bounds coincide does not move
+(aihwkit skips the update). :math:`\\omega^{\\gamma}` uses the double-``where`` trick, so at
+:math:`\\omega = 0` the value is 0 (1 if :math:`\\gamma = 0`) and the gradients are finite.
+
+aihwkit parametrises the exponents as ``pow_gamma`` and ``pow_up_down``
+(:math:`\\gamma_+ = \\gamma(1 + \\min(\\beta, 0))`, :math:`\\gamma_- = \\gamma(1 - \\max(\\beta, 0))`
+in its C++ ``populate``); here they are given directly. Its device-to-device spread of the
+exponents (``pow_gamma_dtod``, default 0.1; ``pow_up_down_dtod``) is not modelled.
+
+References:
+    Fusi & Abbott, "Limits on the memory storage capacity of bounded synapses", Nat. Neurosci.
+    10, 485 (2007); Frascaroli et al., "Evidence of soft bound behaviour in analogue memristive
+    devices for neuromorphic computing", Sci. Rep. 8, 7178 (2018). IBM aihwkit,
+    ``PowStepDevice`` (``src/rpucuda/rpu_powstep_device.cpp``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams
+
+__all__ = ["PowStep"]
+
+
+def _safe_pow(base: jax.Array, gamma: jax.Array) -> jax.Array:
+    """``base ** gamma`` for ``base`` in [0, 1] and ``gamma >= 0``, with ``0 ** 0 = 1``.
+
+    Double ``where``: the power is only evaluated at a positive base, so neither the value nor
+    the gradient (``gamma * base**(gamma - 1)``, ``log(base) * base**gamma``) is inf or NaN.
+    """
+    positive = base > 0
+    safe = jnp.where(positive, base, 1.0)
+    return jnp.where(positive, safe**gamma, jnp.where(gamma == 0, 1.0, 0.0))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PowStep(AbstractPulsedModel):
+    """Power step with hard bounds.
+
+    Args:
+      pulsed: the common pulsed-device parameters.
+      gamma_up: exponent of the up step (>= 0, unit 1).
+      gamma_down: exponent of the down step (>= 0, unit 1).
+
+    Defaults are aihwkit's ``PowStepDevice`` class defaults (``pow_gamma = 1``,
+    ``pow_up_down = 0``, so ``gamma_up = gamma_down = 1``).
+
+    Example:
+      >>> model = PowStep(PulsedParams(dw_min=0.001), gamma_up=2.0, gamma_down=0.5)
+    """
+
+    name: ClassVar[str] = "pow-step"
+    parameter_rules: ClassVar[dict[str, ParameterRule]] = {
+        "gamma_up": ParameterRule(lambda v: v >= 0, ">= 0"),
+        "gamma_down": ParameterRule(lambda v: v >= 0, ">= 0"),
+    }
+    pulsed: PulsedParams = dataclasses.field(default_factory=PulsedParams)
+    gamma_up: jax.Array | float = 1.0  # exponent of the up step (unit 1)
+    gamma_down: jax.Array | float = 1.0  # exponent of the down step (unit 1)
+
+    @staticmethod
+    def _fraction(num: jax.Array, cp: CrossPoints) -> tuple[jax.Array, jax.Array]:
+        span = cp.b_max - cp.b_min
+        ok = span > 0
+        safe = jnp.where(ok, span, 1.0)
+        return jnp.clip(num / safe, 0.0, 1.0), ok
+
+    def step_up(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
+        omega, ok = self._fraction(cp.b_max - w, cp)
+        return jnp.where(ok, cp.scale_up * _safe_pow(omega, self.gamma_up), 0.0).astype(w.dtype)
+
+    def step_down(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
+        one_minus_omega, ok = self._fraction(w - cp.b_min, cp)
+        return jnp.where(ok, cp.scale_down * _safe_pow(one_minus_omega, self.gamma_down), 0.0).astype(w.dtype)
