@@ -133,7 +133,7 @@ def _energy(args) -> None:
 
 def _devices() -> None:
     print(
-        f"{'card':<16} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description"
+        f"{'card':<19} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description"
     )
     for name in BUILTIN_CARDS:
         card = load_card(name)
@@ -142,7 +142,7 @@ def _devices() -> None:
         e = card.physical.get("pulse_energy_j")
         e_txt = f"{e * 1e15:.3g} fJ" if e is not None else "-"
         print(
-            f"{name:<16} {card.model_name:<14} {p.dw_min:>8.4g} {states:>7.0f} {p.up_down:>8.3g} "
+            f"{name:<19} {card.model_name:<14} {p.dw_min:>8.4g} {states:>7.0f} {p.up_down:>8.3g} "
             f"{p.dw_min_std:>5.2f} {p.dw_min_dtod:>5.2f} {e_txt:>9}  {card.description}"
         )
 

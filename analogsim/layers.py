@@ -8,11 +8,11 @@ them. Analog weights change only through pulsed updates (:mod:`analogsim.trainin
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card
@@ -51,11 +51,14 @@ def _as_model(device: DeviceCard | AbstractPulsedModel | str) -> AbstractPulsedM
         device = device.model
     if not isinstance(device, AbstractPulsedModel):
         raise TypeError(f"device: expected a card name, DeviceCard or device model, got {type(device).__name__}")
-    # Static module attributes must be hashable: keep parameters as Python floats.
-    pulsed = type(device.pulsed)(
-        **{f.name: float(getattr(device.pulsed, f.name)) for f in dataclasses.fields(device.pulsed)}
-    )
-    return dataclasses.replace(device, pulsed=pulsed)
+
+    # Static module attributes must be hashable: every parameter becomes a Python float (tables
+    # become tuples of floats).
+    def to_static(v):
+        a = np.asarray(v)
+        return float(a) if a.ndim == 0 else tuple(float(t) for t in a.ravel())
+
+    return jax.tree.map(to_static, device)
 
 
 class AnalogLinear(nnx.Module):

@@ -59,7 +59,9 @@ class UpdateParameters:
     desired_bl: int = 31  # longest pulse train (time slots per sample)
     update_bl_management: bool = True  # shorten BL to what the sample needs
     update_management: bool = True  # balance row and column probabilities
-    mode: Literal["exact", "expected"] = "exact"  # rung of the fidelity ladder
+    # Rung of the fidelity ladder. "expected" is the default: on RT-MNIST it stays within
+    # 0.3 points of "exact" at about 10x the speed (README, "Fidelity ladder").
+    mode: Literal["exact", "expected"] = "expected"
 
     def __post_init__(self):
         if not (isinstance(self.desired_bl, int) and self.desired_bl >= 1):

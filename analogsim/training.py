@@ -63,7 +63,7 @@ class TrainConfig:
     data_dir: str | None = None
     device: str = "wo3-protonic"
     algorithm: str = "sgd"
-    update_mode: str = "exact"
+    update_mode: str = "expected"
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
