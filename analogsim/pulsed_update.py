@@ -25,7 +25,8 @@ Two rungs of the fidelity ladder:
   probability clipping and BL management are kept), and applies them at once from the state
   before the batch: :math:`\\Delta w = n_+ \\Delta w_+(w) - n_- \\Delta w_-(w)` plus Gaussian
   cycle-to-cycle noise of the summed variance
-  :math:`\\sigma^2 (n_+ \\Delta w_+^2 + n_- \\Delta w_-^2)`, then one clip to the bounds. It
+  :math:`n_+ \\mathrm{Var}_+(w) + n_- \\mathrm{Var}_-(w)` (the model's per-pulse variance,
+  :math:`(\\sigma_{c2c} \\Delta w_\\pm)^2` for aihwkit's devices), then one clip to the bounds. It
   departs from ``exact`` in the order of pulses within a batch (first-order in the step), in
   the count distribution (Poisson instead of a sum of binomials: equal means, a variance
   larger by at most the squared coincidence probability; and independent across cross-points,
@@ -177,7 +178,8 @@ def _expected_update(model, cp, w, x, d, lr, up, key):
     step_down = model.step_down(cp, w)
     f_up, f_down = n_up.astype(w.dtype), n_down.astype(w.dtype)
     dw = f_up * step_up - f_down * step_down
-    std = cp.dw_min_std * jnp.sqrt(f_up * step_up**2 + f_down * step_down**2)
+    var = f_up * model.step_variance(cp, w, True) + f_down * model.step_variance(cp, w, False)
+    std = jnp.sqrt(var)
     dw = dw + std * jax.random.normal(k_noise, w.shape, w.dtype)
     new = jnp.clip(w + dw, cp.b_min, cp.b_max)
     new = jnp.where((n_up + n_down) > 0, new, w)

@@ -113,6 +113,24 @@ class AbstractPulsedModel(abc.ABC):
     def step_down(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
         """Noise-free magnitude (>= 0) of one depressing step at state ``w``."""
 
+    def sample_step(self, cp: CrossPoints, w: jax.Array, pulses: jax.Array, *, key: jax.Array | None) -> jax.Array:
+        """Signed change of one slot of ``pulses`` before clipping, with cycle-to-cycle noise.
+
+        The default multiplies the noise-free step by :math:`1 + \\sigma_{c2c}\\xi` (aihwkit's
+        pulsed devices); a model with its own noise law (a measured lookup table) overrides
+        it together with :meth:`step_variance`. ``key=None`` gives the noise-free step.
+        """
+        dw = expected_step(self, cp, w, pulses)
+        if key is None:
+            return dw
+        xi = jax.random.normal(key, w.shape, w.dtype)
+        return dw * (1.0 + cp.dw_min_std * xi)
+
+    def step_variance(self, cp: CrossPoints, w: jax.Array, up: bool) -> jax.Array:
+        """Variance of one pulse's change at ``w`` (consistent with :meth:`sample_step`)."""
+        step = self.step_up(cp, w) if up else self.step_down(cp, w)
+        return (cp.dw_min_std * step) ** 2
+
 
 def draw_crosspoints(
     model: AbstractPulsedModel, shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32
@@ -207,9 +225,6 @@ def apply_pulses(
       The new states, same shape and dtype as ``w``; cross-points without a pulse are
       returned unchanged bit for bit.
     """
-    dw = expected_step(model, cp, w, pulses)
-    if key is not None:
-        xi = jax.random.normal(key, w.shape, w.dtype)
-        dw = dw * (1.0 + cp.dw_min_std * xi)
+    dw = model.sample_step(cp, w, pulses, key=key)
     new = jnp.clip(w + dw, cp.b_min, cp.b_max)
     return jnp.where(pulses != 0, new, w)
