@@ -7,7 +7,9 @@ The semantics and defaults are aihwkit's ``IOParameters`` (one-pass analog MVM):
 2. *DAC*: the scaled input is rounded to steps of ``inp_res * 2 * inp_bound`` and clipped to
    ``[-inp_bound, inp_bound]``.
 3. The array computes :math:`y = W \\tilde{x}`; each output gets Gaussian noise of std
-   ``out_noise``.
+   ``out_noise``, and, with read noise on every weight of std ``w_noise`` (aihwkit's additive
+   constant weight noise), Gaussian noise of std :math:`\\sigma_w \\lVert\\tilde{x}\\rVert_2`
+   (the exact output-referred equivalent, without drawing a noisy matrix).
 4. *ADC*: outputs are rounded to steps of ``out_res * 2 * out_bound`` and clipped to
    ``[-out_bound, out_bound]``.
 5. *Bound management* (``iterative``, forward only): a vector whose output clipped is read
@@ -48,6 +50,7 @@ class IOParameters:
     out_bound: float = 12.0  # ADC range, in units of the array output
     out_res: float = 1.0 / 510  # ADC resolution, fraction of the range (9 bit)
     out_noise: float = 0.06  # std of additive Gaussian output noise
+    w_noise: float = 0.0  # std of read noise on each weight (weight units), output-referred
     noise_management: Literal["abs_max", "none"] = "abs_max"
     bound_management: Literal["iterative", "none"] = "iterative"
     max_bm_factor: float = 1000.0  # stop bound management past this input reduction
@@ -67,8 +70,9 @@ class IOParameters:
         for name in ("inp_bound", "out_bound"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"IOParameters.{name}: value {getattr(self, name)!r} is not allowed; must be > 0")
-        if self.out_noise < 0:
-            raise ValueError(f"IOParameters.out_noise: value {self.out_noise!r} is not allowed; must be >= 0")
+        for name in ("out_noise", "w_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"IOParameters.{name}: value {getattr(self, name)!r} is not allowed; must be >= 0")
 
     @property
     def inp_step(self) -> float:
@@ -131,6 +135,10 @@ def analog_mvm(w: jax.Array, x: jax.Array, io: IOParameters, *, key: jax.Array |
         y = x_dac @ w.T
         if io.out_noise > 0 and k is not None:
             y = y + io.out_noise * jax.random.normal(k, y.shape, y.dtype)
+        if io.w_noise > 0 and k is not None:
+            # independent read noise on every weight, summed along the column: std w_noise * |x|_2
+            norm = jnp.sqrt(jnp.sum(x_dac**2, axis=-1, keepdims=True))
+            y = y + io.w_noise * norm * jax.random.normal(jax.random.fold_in(k, 1), y.shape, y.dtype)
         y_adc = quantize(y, io.out_step, io.out_bound)
         clipped = jnp.any(jnp.abs(y_adc) >= io.out_bound, axis=-1)
         return y_adc, clipped

@@ -101,3 +101,13 @@ def test_backward_read_goes_through_the_backward_periphery():
 
     # d = (3, -1), noise-managed to (1, -1/3), clipped at 0.5 in the backward ADC, rescaled by 3.
     np.testing.assert_allclose(jax.grad(f)(x), [[1.5, -1.0]], atol=1e-2)
+
+
+def test_weight_read_noise_is_output_referred():
+    w = jnp.zeros((20000, 4))
+    x = jnp.array([[1.0, -1.0, 0.0, 1.0]])  # |x|_2 = sqrt(3) after noise management
+    io = IOParameters(out_noise=0.0, out_res=0.0, w_noise=0.1, bound_management="none")
+    res = analog_mvm(w, x, io, key=jax.random.key(3))
+    assert float(jnp.std(res.y)) == pytest.approx(0.1 * np.sqrt(3), rel=0.03)
+    with pytest.raises(ValueError, match="w_noise"):
+        IOParameters(w_noise=-0.1)
