@@ -133,12 +133,15 @@ def analog_mvm(w: jax.Array, x: jax.Array, io: IOParameters, *, key: jax.Array |
     def read(reduction, k):
         x_dac = quantize(x_nm / reduction[:, None], io.inp_step, io.inp_bound)
         y = x_dac @ w.T
+        k_w = None
+        if io.w_noise > 0 and k is not None:
+            k, k_w = jax.random.split(k)  # (with w_noise = 0 the output-noise stream is unchanged)
         if io.out_noise > 0 and k is not None:
             y = y + io.out_noise * jax.random.normal(k, y.shape, y.dtype)
-        if io.w_noise > 0 and k is not None:
+        if k_w is not None:
             # independent read noise on every weight, summed along the column: std w_noise * |x|_2
             norm = jnp.sqrt(jnp.sum(x_dac**2, axis=-1, keepdims=True))
-            y = y + io.w_noise * norm * jax.random.normal(jax.random.fold_in(k, 1), y.shape, y.dtype)
+            y = y + io.w_noise * norm * jax.random.normal(k_w, y.shape, y.dtype)
         y_adc = quantize(y, io.out_step, io.out_bound)
         clipped = jnp.any(jnp.abs(y_adc) >= io.out_bound, axis=-1)
         return y_adc, clipped

@@ -109,5 +109,7 @@ def test_weight_read_noise_is_output_referred():
     io = IOParameters(out_noise=0.0, out_res=0.0, w_noise=0.1, bound_management="none")
     res = analog_mvm(w, x, io, key=jax.random.key(3))
     assert float(jnp.std(res.y)) == pytest.approx(0.1 * np.sqrt(3), rel=0.03)
+    both = analog_mvm(w, x, IOParameters(out_noise=0.06, out_res=0.0, w_noise=0.1), key=jax.random.key(4))
+    assert float(jnp.std(both.y)) == pytest.approx(np.sqrt(0.06**2 + 0.03), rel=0.03)
     with pytest.raises(ValueError, match="w_noise"):
         IOParameters(w_noise=-0.1)
