@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -57,6 +57,18 @@ def save_checkpoint(directory: str | Path, state: Any, meta: dict[str, Any]) -> 
         os.fsync(fh.fileno())
     os.replace(tmp, target)
     return target
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
+    """The ``meta`` of ``directory/checkpoint.npz`` (config and history) without its arrays."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return json.loads(str(f["meta"]))
+    except Exception as err:  # zipfile.BadZipFile, KeyError, ValueError, OSError
+        raise CheckpointError(f"{path}: not a readable analogsim checkpoint ({type(err).__name__}: {err})") from None
 
 
 def load_checkpoint(directory: str | Path, template: Any) -> tuple[Any, dict[str, Any]]:

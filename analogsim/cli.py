@@ -90,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("devices", help="list the built-in device cards")
+    v = sub.add_parser("evaluate", help="accuracy of a checkpointed network after retention times")
+    v.add_argument("--checkpoint", required=True, metavar="DIR", help="directory written by train --checkpoint-dir")
+    v.add_argument("--after", default="0,1h,1d,1y", help="waits after programming, e.g. 0,1h,1d,1y")
+    v.add_argument("--drift-compensation", action="store_true", help="global drift compensation of each layer")
+    v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     e = sub.add_parser("energy", help="summarise, re-price (what-if) and plot a saved energy report")
     e.add_argument("report", help="FILE.json written by analogsim train --energy-report")
     e.add_argument("--device", default=None, help="re-price the same counts with this card's prices")
@@ -97,6 +102,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
     e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
+
+
+def _evaluate(args) -> None:
+    from .inference import evaluate_after, parse_durations
+
+    times = parse_durations(args.after)
+    rows = evaluate_after(args.checkpoint, times, drift_compensation=args.drift_compensation)
+    for row, text in zip(rows, args.after.split(","), strict=True):
+        print(f"after {text.strip():>6}: test accuracy {row['test_accuracy']:.4f}")
+    if args.json:
+        print(json.dumps({"drift_compensation": args.drift_compensation, "results": rows}))
 
 
 def _energy(args) -> None:
@@ -155,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "energy":
             _energy(args)
+            return 0
+        if args.command == "evaluate":
+            _evaluate(args)
             return 0
         config = TrainConfig(
             dataset=args.dataset,

@@ -21,7 +21,7 @@ from .periphery import IOParameters
 from .pulsed_update import UpdateParameters
 from .tile import analog_matmul
 
-__all__ = ["AnalogLinear", "AnalogWeight", "DeviceParameters", "Tape", "analog_layers"]
+__all__ = ["AnalogLinear", "AnalogWeight", "DeviceParameters", "OutputScale", "Tape", "analog_layers"]
 
 BACKWARD_IO = IOParameters(bound_management="none")
 
@@ -32,6 +32,10 @@ class AnalogWeight(nnx.Variable):
 
 class DeviceParameters(nnx.Variable):
     """Per-cross-point device parameters (:class:`device_models.CrossPoints`), drawn once."""
+
+
+class OutputScale(nnx.Variable):
+    """A digital factor on the analog output (1 by default): global drift compensation sets it."""
 
 
 class Tape(nnx.Variable):
@@ -117,6 +121,7 @@ class AnalogLinear(nnx.Module):
             nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
         )
         self.rngs = nnx.Rngs(read=k_read)
+        self.out_scale = OutputScale(jnp.ones((), jnp.float32))
         self.tape = Tape({})
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
@@ -133,6 +138,7 @@ class AnalogLinear(nnx.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         y, reads = analog_matmul(self.weight.get_value(), x2, key, self.forward_io, self.backward_io)
+        y = y * self.out_scale.get_value()
         tape = self.tape.get_value()
         if "probe" in tape:
             y = y + tape["probe"]

@@ -41,6 +41,7 @@ __all__ = [
     "TrainingError",
     "evaluate",
     "make_train_step",
+    "split_state",
     "train",
 ]
 
@@ -134,7 +135,8 @@ def _layer_name(path: tuple) -> str:
     return "/".join(str(p) for p in path)
 
 
-def _split(model: nnx.Module):
+def split_state(model: nnx.Module):
+    """``(graphdef, params, analog, rest)``: the split the training state uses."""
     return nnx.split(model, nnx.Param, AnalogWeight, ...)
 
 
@@ -157,7 +159,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
       on the rows ``idx`` of ``x_all``/``y_all`` (``mask`` zero for padding rows) and returns
       ``(state, metrics)``; ``metrics`` has ``loss``, ``correct`` and ``count``.
     """
-    graphdef, params, analog, rest = _split(model)
+    graphdef, params, analog, rest = split_state(model)
     specs = [
         (_layer_name(path), layer.model, layer.update, layer.in_features, layer.out_features)
         for path, layer in analog_layers(model)
@@ -186,7 +188,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
                 reads_input.append(tape["x"] is xb)
                 tapes.append({"x": tape["x"], "reads": tape["reads"]})
                 layer.tape.set_value({})
-            new_rest = _split(m)[3]
+            new_rest = split_state(m)[3]
             return loss, (logits, tapes, new_rest)
 
         probes = [jnp.zeros((batch, s[4]), xb.dtype) for s in specs]
@@ -232,7 +234,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
             )
         if act_ops:
             ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
-        _, params, analog, rest = _split(m)
+        _, params, analog, rest = split_state(m)
         correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mask)
         metrics = {"loss": loss, "correct": correct, "count": jnp.sum(mask)}
         return TrainState(params, analog, rest, opt_state, ledger), metrics
@@ -310,7 +312,7 @@ def _eval_batch(graphdef, params, analog, rest, x, y, mask):
         reads.append(jnp.sum(layer.tape.get_value()["reads"] * mask.astype(jnp.int32)))
         layer.tape.set_value({})
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
-    return correct, reads, _split(m)[3]
+    return correct, reads, split_state(m)[3]
 
 
 def evaluate(
