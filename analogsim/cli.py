@@ -14,7 +14,9 @@ from device_models import BUILTIN_CARDS, CardError, load_card
 from .checkpoint import CheckpointError
 from .data import DataError
 from .energy_report import ReportError
+from .fit_cli import add_fit_parser, run_fit
 from .periphery_card import PeripheryCardError, load_periphery_card
+from .response_cli import add_response_parser, run_response
 from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, train
 
 __all__ = ["main"]
@@ -90,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("devices", help="list the built-in device cards")
+    add_response_parser(sub)
+    add_fit_parser(sub)
     v = sub.add_parser("evaluate", help="accuracy of a checkpointed network after retention times")
     v.add_argument("--checkpoint", required=True, metavar="DIR", help="directory written by train --checkpoint-dir")
     v.add_argument("--after", default="0,1h,1d,1y", help="waits after programming, e.g. 0,1h,1d,1y")
@@ -149,7 +153,7 @@ def _energy(args) -> None:
 
 def _devices() -> None:
     print(
-        f"{'card':<19} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description"
+        f"{'card':<21} {'model':<14} {'dw_min':>8} {'states':>7} {'up/down':>8} {'c2c':>5} {'d2d':>5} {'E/pulse':>9}  description"
     )
     for name in BUILTIN_CARDS:
         card = load_card(name)
@@ -158,7 +162,7 @@ def _devices() -> None:
         e = card.physical.get("pulse_energy_j")
         e_txt = f"{e * 1e15:.3g} fJ" if e is not None else "-"
         print(
-            f"{name:<19} {card.model_name:<14} {p.dw_min:>8.4g} {states:>7.0f} {p.up_down:>8.3g} "
+            f"{name:<21} {card.model_name:<14} {p.dw_min:>8.4g} {states:>7.0f} {p.up_down:>8.3g} "
             f"{p.dw_min_std:>5.2f} {p.dw_min_dtod:>5.2f} {e_txt:>9}  {card.description}"
         )
 
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             _devices()
             return 0
+        if args.command == "response":
+            return run_response(args)
+        if args.command == "fit":
+            return run_fit(args)
         if args.command == "energy":
             _energy(args)
             return 0

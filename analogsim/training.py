@@ -62,7 +62,7 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
-    device: str = "wo3-protonic"
+    device: str = "wo3-psg-onen2022"
     algorithm: str = "sgd"
     update_mode: str = "expected"
     epochs: int = 20

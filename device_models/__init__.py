@@ -8,9 +8,28 @@ optax.
 from .cards import BUILTIN_CARDS, CardError, DeviceCard, builtin_card_names, load_card, parse_card
 from .constant_step import ConstantStep
 from .exp_step import ExpStep
+from .fitting import (
+    AUTO_CANDIDATES,
+    FITTABLE_MODELS,
+    FitResult,
+    ParameterEstimate,
+    fit_auto,
+    fit_model,
+    replay_measurement,
+)
 from .linear_step import LinearStep
+from .measurements import Measurement, MeasurementError, load_measurement
 from .piecewise_step import PiecewiseStep
 from .pow_step import PowStep
+from .protonic import (
+    Protonic,
+    conductance_s,
+    field_voltage_v,
+    nominal_step,
+    proton_fraction,
+    pulse_energy_j,
+    step_size,
+)
 from .pulsed import (
     AbstractPulsedModel,
     CrossPoints,
@@ -22,6 +41,7 @@ from .pulsed import (
     nominal_crosspoints,
 )
 from .registry import MODELS, model_class
+from .response import Response, expected_response, parse_pulse_spec, pulse_polarities, simulate_response
 from .soft_bounds import SoftBounds
 
 __all__ = [
@@ -47,4 +67,26 @@ __all__ = [
     "model_class",
     "nominal_crosspoints",
     "parse_card",
+    "Protonic",
+    "conductance_s",
+    "field_voltage_v",
+    "nominal_step",
+    "proton_fraction",
+    "pulse_energy_j",
+    "step_size",
+    "Response",
+    "expected_response",
+    "parse_pulse_spec",
+    "pulse_polarities",
+    "simulate_response",
+    "Measurement",
+    "MeasurementError",
+    "load_measurement",
+    "AUTO_CANDIDATES",
+    "FITTABLE_MODELS",
+    "FitResult",
+    "ParameterEstimate",
+    "fit_auto",
+    "fit_model",
+    "replay_measurement",
 ]

@@ -20,7 +20,9 @@ A card looks like this (every number is a table with ``value``, ``unit``, ``prov
 
 Besides the nine common pulsed-device parameters (:class:`~device_models.PulsedParams`, all
 required), ``[parameters]`` holds the model's own parameters, named and range-checked by the
-model class (``parameter_rules``), all required and all in unit ``"1"``: ``gamma_up``/``gamma_down``
+model class (``parameter_rules``), all required and in unit ``"1"`` unless the class's
+``parameter_units`` names a unit family (then converted to SI at load, e.g. ``V``, ``ns``,
+``nm``, ``K`` for ``protonic``): ``gamma_up``/``gamma_down``
 for ``linear-step`` and ``pow-step``; ``A_up``, ``A_down``, ``gamma_up``, ``gamma_down``, ``a``,
 ``b`` for ``exp-step``; and for ``piecewise-step`` the tables ``piecewise_up``/``piecewise_down``,
 whose ``value`` is a non-empty TOML array of numbers >= 0::
@@ -51,6 +53,7 @@ from typing import Any
 
 from .pulsed import AbstractPulsedModel, ParameterRule, PulsedParams
 from .registry import MODELS
+from .retention import Retention
 
 __all__ = ["BUILTIN_CARDS", "CardError", "DeviceCard", "builtin_card_names", "load_card", "parse_card"]
 
@@ -61,6 +64,8 @@ _UNITS = {
     "energy": {"J": 1.0, "pJ": 1e-12, "fJ": 1e-15, "aJ": 1e-18},
     "voltage": {"V": 1.0, "mV": 1e-3},
     "time": {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
+    "length": {"m": 1.0, "um": 1e-6, "nm": 1e-9},
+    "temperature": {"K": 1.0},
 }
 # name in the card -> (SI attribute name, unit family, check, description of what is allowed)
 _PHYSICAL = {
@@ -95,7 +100,9 @@ BUILTIN_CARDS = (
     "capacitor-li2018",
     "idealized",
     "gokmen-vlasov-2016",
-    "wo3-protonic",
+    "enode-lut",
+    "wo3-protonic-yao2020",
+    "wo3-psg-onen2022",
 )
 
 
@@ -113,6 +120,7 @@ class DeviceCard:
     source_file: str  # where the card was read from
     physical: dict[str, float]  # SI values: g_min_s, g_max_s, pulse_energy_j, ...
     provenance: dict[str, tuple[str, str]]  # field -> (provenance, source)
+    retention: Retention = dataclasses.field(default_factory=Retention)  # read noise, relaxation, drift
 
     @property
     def model_name(self) -> str:
@@ -221,7 +229,7 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise CardError(f"{source}: not valid TOML ({err})") from None
-    allowed_top = {"name", "model", "description", "parameters", "physical"}
+    allowed_top = {"name", "model", "description", "parameters", "physical", "retention"}
     extra = sorted(set(doc) - allowed_top)
     if extra:
         raise CardError(f"{source}: unknown field(s) {extra}; allowed: {sorted(allowed_top)}")
@@ -263,13 +271,15 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         values[field] = value
         provenance[f"parameters.{field}"] = (prov, src)
     model_values: dict[str, float | tuple[float, ...]] = {}
+    model_units = dict(getattr(model_cls, "parameter_units", {}))  # field -> unit family; default unit "1"
     for field, rule in model_rules.items():
         if field not in params:
             raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
         if rule.table:
             model_values[field], prov, src = _table(source, f"parameters.{field}", params[field], rule)
         else:
-            value, prov, src = _number(source, f"parameters.{field}", params[field], _NORMALISED_UNITS)
+            units = _UNITS[model_units[field]] if field in model_units else _NORMALISED_UNITS
+            value, prov, src = _number(source, f"parameters.{field}", params[field], units)
             if not rule.check(value):
                 raise CardError(
                     f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule.rule}"
@@ -298,7 +308,11 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
             f"{source}: field 'physical.g_min': value {physical['g_min_s']!r} S is not allowed; "
             f"must be < g_max ({physical['g_max_s']!r} S)"
         )
-    model = model_cls(pulsed=PulsedParams(**values), **model_values)
+    retention = _retention(source, doc.get("retention", {}), provenance)
+    try:
+        model = model_cls(pulsed=PulsedParams(**values), **model_values)
+    except ValueError as err:  # a model's own consistency checks (e.g. table shapes)
+        raise CardError(f"{source}: {err}") from None
     return DeviceCard(
         name=name,
         model=model,
@@ -306,4 +320,36 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         source_file=source,
         physical=physical,
         provenance=provenance,
+        retention=retention,
     )
+
+
+# [retention] field -> (Retention attribute, unit family or None for unit "1", check, rule)
+_RETENTION = {
+    "read_noise_std": ("read_noise_std", None, lambda v: v >= 0, ">= 0"),
+    "tau": ("tau_s", "time", lambda v: v > 0, "> 0"),
+    "w_rest": ("w_rest", None, lambda v: True, "any finite number"),
+    "drift_nu": ("drift_nu", None, lambda v: v >= 0, ">= 0"),
+    "drift_t0": ("drift_t0_s", "time", lambda v: v > 0, "> 0"),
+}
+
+
+def _retention(source: str, doc: Any, provenance: dict[str, tuple[str, str]]) -> Retention:
+    """The optional ``[retention]`` section: read noise, relaxation and drift (see :mod:`device_models.retention`)."""
+    if not isinstance(doc, dict):
+        raise CardError(f"{source}: field 'retention': must be a table")
+    unknown = sorted(set(doc) - set(_RETENTION))
+    if unknown:
+        raise CardError(f"{source}: unknown retention field(s) {unknown}; allowed: {sorted(_RETENTION)}")
+    values = {}
+    for field, entry in doc.items():
+        attr, family, check, rule = _RETENTION[field]
+        units = _UNITS[family] if family else _NORMALISED_UNITS
+        value, prov, src = _number(source, f"retention.{field}", entry, units)
+        if not check(value):
+            raise CardError(
+                f"{source}: field 'retention.{field}': value {entry['value']!r} {entry['unit']} is not allowed; must be {rule}"
+            )
+        values[attr] = value
+        provenance[f"retention.{field}"] = (prov, src)
+    return Retention(**values)

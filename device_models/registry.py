@@ -5,8 +5,10 @@ from __future__ import annotations
 from .constant_step import ConstantStep
 from .exp_step import ExpStep
 from .linear_step import LinearStep
+from .lookup_table import LookupTable
 from .piecewise_step import PiecewiseStep
 from .pow_step import PowStep
+from .protonic import Protonic
 from .pulsed import AbstractPulsedModel
 from .soft_bounds import SoftBounds
 
@@ -19,6 +21,8 @@ MODELS: dict[str, type[AbstractPulsedModel]] = {
     ExpStep.name: ExpStep,
     PowStep.name: PowStep,
     PiecewiseStep.name: PiecewiseStep,
+    LookupTable.name: LookupTable,
+    Protonic.name: Protonic,
 }
 
 

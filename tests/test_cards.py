@@ -69,7 +69,9 @@ def test_builtin_cards_carry_aihwkit_defaults():
         p = card.model.pulsed
         assert (p.dw_min, p.dw_min_dtod, p.dw_min_std, p.up_down, p.up_down_dtod) == (0.001, 0.3, 0.3, 0.0, 0.01)
         assert (p.w_max, p.w_min, p.w_max_dtod, p.w_min_dtod) == (0.6, -0.6, 0.3, 0.3)
-    assert all(prov in ("measured", "fitted", "assumed") for prov, _ in load_card("wo3-protonic").provenance.values())
+    assert all(
+        prov in ("measured", "fitted", "assumed") for prov, _ in load_card("wo3-psg-onen2022").provenance.values()
+    )
 
 
 def test_good_card_converts_units_to_si(tmp_path):
@@ -135,3 +137,28 @@ def test_device_models_imports_no_training_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_retention_section(tmp_path):
+    ret = """
+[retention.tau]
+value = 2.0
+unit = "ms"
+provenance = "assumed"
+source = "test"
+[retention.read_noise_std]
+value = 0.01
+unit = "1"
+provenance = "assumed"
+source = "test"
+"""
+    card = load_card(write(tmp_path, GOOD.format(params=params_toml()) + ret))
+    assert card.retention.tau_s == pytest.approx(2e-3) and card.retention.read_noise_std == 0.01
+    assert card.provenance["retention.tau"] == ("assumed", "test")
+    with pytest.raises(CardError, match=r"field 'retention.tau': value -2.0"):
+        load_card(
+            write(tmp_path, GOOD.format(params=params_toml()) + ret.replace("value = 2.0", "value = -2.0"), "b.toml")
+        )
+    with pytest.raises(CardError, match="unknown retention field"):
+        load_card(write(tmp_path, GOOD.format(params=params_toml()) + "[retention.halflife]\nvalue = 1\n", "c.toml"))
+    assert load_card("constant-step").retention.tau_s == float("inf")  # no section: weights are kept

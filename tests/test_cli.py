@@ -35,7 +35,7 @@ def test_train_json_smoke(tmp_path):
     for key in ("test_accuracy", "epoch_test_accuracy", "samples_per_s", "energy_j", "config"):
         assert key in out
     assert len(out["epoch_test_accuracy"]) == 2 and 0.0 <= out["test_accuracy"] <= 1.0
-    assert out["config"]["device"] == "wo3-protonic" and out["config"]["dataset"] == "digits"
+    assert out["config"]["device"] == "wo3-psg-onen2022" and out["config"]["dataset"] == "digits"
     rep = json.loads(report.read_text())
     for key in ("total_j", "by_kind", "by_layer", "counts", "prices", "per_epoch", "digital_baseline_j", "co2e_kg"):
         assert key in rep
@@ -50,7 +50,7 @@ def test_train_json_smoke(tmp_path):
 def test_devices_lists_builtin_cards():
     proc = run("devices")
     assert proc.returncode == 0
-    for name in ("constant-step", "soft-bounds", "wo3-protonic"):
+    for name in ("constant-step", "soft-bounds", "wo3-psg-onen2022", "enode-lut"):
         assert name in proc.stdout
 
 
@@ -80,17 +80,17 @@ def test_energy_reprice_and_plot(tmp_path):
     from analogsim.energy_report import load_report, reprice
 
     rep = load_report(report)
-    same = reprice(rep, "wo3-protonic")  # re-pricing with the run's own card gives the run's joules
+    same = reprice(rep, "wo3-psg-onen2022")  # re-pricing with the run's own card gives the run's joules
     assert same["total_j"] == pytest.approx(rep["total_j"], rel=1e-12)
     assert same["by_kind"] == pytest.approx(rep["by_kind"], rel=1e-12)
     plot = tmp_path / "e.png"
     proc = run("energy", str(report), "--device", "soft-bounds", "--plot", str(plot), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(out) == {"wo3-protonic", "what-if soft-bounds"}
+    assert set(out) == {"wo3-psg-onen2022", "what-if soft-bounds"}
     # soft-bounds has no conductance range: reads are priced at 1 uS instead of the card's 5.5 uS
-    assert out["what-if soft-bounds"]["by_kind"]["read"] < out["wo3-protonic"]["by_kind"]["read"]
-    assert out["what-if soft-bounds"]["by_kind"]["adc"] == out["wo3-protonic"]["by_kind"]["adc"]
+    assert out["what-if soft-bounds"]["by_kind"]["read"] < out["wo3-psg-onen2022"]["by_kind"]["read"]
+    assert out["what-if soft-bounds"]["by_kind"]["adc"] == out["wo3-psg-onen2022"]["by_kind"]["adc"]
     assert plot.stat().st_size > 10_000
     proc = run("energy", str(report), "--plot", str(plot))  # never overwritten without --force
     assert proc.returncode == 2 and "--force" in proc.stderr

@@ -83,10 +83,11 @@ def test_no_pulse_leaves_state_bit_identical(name):
 
 def closed_form_step(name, cp: CrossPoints, w, up: bool):
     """DESIGN.md's step at ``w`` for the model's default parameters (signed: down is negative)."""
-    if name in ("constant-step", "linear-step", "piecewise-step"):
-        # linear-step defaults gamma_up = gamma_down = 0; piecewise-step defaults to the table [1]
+    if name in ("constant-step", "linear-step", "piecewise-step", "lookup-table"):
+        # linear-step defaults gamma_up = gamma_down = 0; piecewise-step and lookup-table default to tables of 1
         return cp.scale_up if up else -cp.scale_down
-    if name == "soft-bounds":
+    if name in ("soft-bounds", "protonic"):
+        # protonic defaults: operating pulse = reference pulse (multiplier 1), saturation exponents 1
         return cp.scale_up * (1 - w / cp.b_max) if up else -cp.scale_down * (1 - w / cp.b_min)
     if name == "exp-step":  # aihwkit ExpStepDevice defaults
         z = 2 * 0.244 * w / (cp.b_max - cp.b_min) + 0.2425
@@ -112,7 +113,7 @@ def test_step_mean_and_spread_match_closed_form(name, up):
     expect = float(closed_form_step(name, cp, w0, up)[0])
     # up_down = 0.2 > 0: up step = dw_min, down step = dw_min * (1 - 0.2)
     nominal = 0.01 if up else -0.008
-    if name == "soft-bounds":
+    if name in ("soft-bounds", "protonic"):  # protonic defaults saturate like soft bounds (nu = 1)
         nominal *= (1 - 0.25 / 1.0) if up else (1 - 0.25 / -1.0)
     if name == "pow-step":  # omega = (1 - 0.25) / 2
         nominal *= 0.375 if up else 0.625
@@ -151,7 +152,8 @@ def test_models_are_frozen_pytrees():
     for name in ALL_MODELS:
         model = make(name)
         leaves = jax.tree_util.tree_leaves(model)
-        # the common parameters plus one leaf per model-specific parameter (default tables have one entry)
-        assert len(leaves) == len(dataclasses.fields(PulsedParams)) + len(type(model).parameter_rules)
+        # the common parameters plus the leaves of the model-specific ones (tables: one per entry)
+        own = sum(len(jax.tree_util.tree_leaves(getattr(model, f))) for f in type(model).parameter_rules)
+        assert len(leaves) == len(dataclasses.fields(PulsedParams)) + own
         with pytest.raises(dataclasses.FrozenInstanceError):
             model.pulsed = PulsedParams()  # type: ignore[misc]

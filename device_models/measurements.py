@@ -1,0 +1,329 @@
+"""Pulse measurements: load and check a conductance-versus-pulse CSV (DESIGN.md, ``analogsim fit``).
+
+The file has a header row and one row per pulse:
+
+==================  =========  ===================================================================
+column              required   meaning
+==================  =========  ===================================================================
+``pulse_number``    yes        1, 2, ... in the order the pulses were applied (a positive integer,
+                               increasing within each device/cycle; gaps mean unrecorded pulses)
+``polarity``        yes        +1 potentiating or -1 depressing: the pulse just applied
+``conductance_s``   one of     the state after that pulse, in siemens (>= 0)
+``conductance_us``  the three  ... in microsiemens (>= 0); converted to siemens at load
+``weight``                     ... in normalised weight units (any finite number)
+``device``          no         label of the device (several devices in one file)
+``cycle``           no         label of a sweep that starts from its own first reading
+``voltage_v``       no         pulse amplitude in volts (finite)
+``width_s``         no         pulse width in seconds (finite, > 0)
+==================  =========  ===================================================================
+
+Every cell is checked as it is read (one pass over the file with :mod:`csv`), and the first
+problem raises :class:`MeasurementError` (a ``ValueError``) with one line naming the file, the
+column with the row number (data rows count from 1; ``line`` is the line in the file), the value
+and what is allowed.
+
+Example:
+  >>> m = load_measurement("gong2018_hfo2_rram_pulses.csv")  # doctest: +SKIP
+  >>> m.unit, m.n_rows, [s.label for s in m.segments()]  # doctest: +SKIP
+  ('1', 2000, ['cycle 0', 'cycle 1'])
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Measurement", "MeasurementError", "Segment", "load_measurement", "MEASUREMENT_COLUMNS"]
+
+_REQUIRED = ("pulse_number", "polarity")
+_STATE_COLUMNS = {"conductance_s": ("S", 1.0), "conductance_us": ("S", 1e-6), "weight": ("1", 1.0)}
+_OPTIONAL = ("device", "cycle", "voltage_v", "width_s")
+MEASUREMENT_COLUMNS = _REQUIRED + tuple(_STATE_COLUMNS) + _OPTIONAL
+
+
+class MeasurementError(ValueError):
+    """A measurement file that cannot be used; the one-line message names file, field, value and rule."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One device/cycle: a sweep replayed from its own first reading."""
+
+    device: str | None  # device label, None without a device column
+    cycle: str | None  # cycle label, None without a cycle column
+    rows: np.ndarray  # (m,) int64 indices of its rows in the measurement, in file order
+
+    @property
+    def label(self) -> str:
+        parts = []
+        if self.device is not None:
+            parts.append(f"device {self.device}")
+        if self.cycle is not None:
+            parts.append(f"cycle {self.cycle}")
+        return ", ".join(parts) or "all rows"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Measurement:
+    """A checked pulse measurement (arrays are per row, in file order).
+
+    ``state`` is in siemens when ``unit == "S"`` (``conductance_s`` or ``conductance_us``
+    columns) and in normalised weight units when ``unit == "1"`` (``weight`` column).
+    """
+
+    source: str  # the file it was read from
+    pulse_number: np.ndarray  # (n,) int64, >= 1
+    polarity: np.ndarray  # (n,) int8, +1 or -1
+    state: np.ndarray  # (n,) float64, siemens or normalised (see unit)
+    unit: str  # "S" or "1"
+    state_column: str  # the column the state came from
+    device: np.ndarray | None = None  # (n,) str labels, or None
+    cycle: np.ndarray | None = None  # (n,) str labels, or None
+    voltage_v: np.ndarray | None = None  # (n,) float64 volts, or None
+    width_s: np.ndarray | None = None  # (n,) float64 seconds, or None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.state.shape[0])
+
+    def devices(self) -> list[str]:
+        """Device labels in order of first appearance (empty without a device column)."""
+        if self.device is None:
+            return []
+        return list(dict.fromkeys(self.device.tolist()))
+
+    def segments(self) -> list[Segment]:
+        """The device/cycle sweeps in order of first appearance, each with its rows."""
+        n = self.n_rows
+        dev = self.device if self.device is not None else np.full(n, None, object)
+        cyc = self.cycle if self.cycle is not None else np.full(n, None, object)
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(dev.tolist(), cyc.tolist(), strict=True)):
+            groups.setdefault(key, []).append(i)
+        return [Segment(d, c, np.asarray(rows, np.int64)) for (d, c), rows in groups.items()]
+
+    def select_device(self, label: str) -> Measurement:
+        """The rows of one device, as a measurement of its own."""
+        if self.device is None:
+            raise MeasurementError(
+                f"{self.source}: column 'device': there is no device column to select {label!r} from"
+            )
+        mask = self.device == label
+        if not mask.any():
+            raise MeasurementError(
+                f"{self.source}: column 'device': value {label!r} is not in the file; allowed: {', '.join(self.devices())}"
+            )
+        pick = lambda a: None if a is None else a[mask]  # noqa: E731
+        return dataclasses.replace(
+            self,
+            pulse_number=self.pulse_number[mask],
+            polarity=self.polarity[mask],
+            state=self.state[mask],
+            device=pick(self.device),
+            cycle=pick(self.cycle),
+            voltage_v=pick(self.voltage_v),
+            width_s=pick(self.width_s),
+        )
+
+
+def _number(src: str, column: str, row: int, line: int, text: str, allowed: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MeasurementError(
+            f"{src}: column {column!r}, row {row} (line {line}): value {text!r} is not allowed; must be {allowed}"
+        ) from None
+    if not math.isfinite(value):
+        raise MeasurementError(
+            f"{src}: column {column!r}, row {row} (line {line}): value {text!r} is not allowed; must be {allowed} (finite, not NaN)"
+        )
+    return value
+
+
+def _check_header(src: str, header: list[str]) -> tuple[list[str], str]:
+    names = [h.strip() for h in header]
+    if names and names[0].startswith("\ufeff"):
+        names[0] = names[0][1:]
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise MeasurementError(f"{src}: header: column {name!r} appears twice; each column may appear once")
+        seen.add(name)
+    unknown = [n for n in names if n not in MEASUREMENT_COLUMNS]
+    if unknown:
+        raise MeasurementError(f"{src}: header: unknown column(s) {unknown}; allowed: {', '.join(MEASUREMENT_COLUMNS)}")
+    states = [n for n in names if n in _STATE_COLUMNS]
+    missing = [n for n in _REQUIRED if n not in names]
+    if missing or not states:
+        what = missing + ([] if states else ["one of conductance_s|conductance_us|weight"])
+        raise MeasurementError(
+            f"{src}: header: missing required column(s) {', '.join(what)}; required: pulse_number, polarity and "
+            "exactly one of conductance_s, conductance_us, weight"
+        )
+    if len(states) > 1:
+        raise MeasurementError(
+            f"{src}: header: two state columns {states}; give exactly one of conductance_s, conductance_us, weight"
+        )
+    return names, states[0]
+
+
+def load_measurement(path: str | Path) -> Measurement:
+    """Read and check a pulse-measurement CSV in one streaming pass.
+
+    Args:
+      path: the CSV file (layout in the module docstring).
+
+    Returns:
+      The :class:`Measurement`, state in siemens (``conductance_*``) or normalised (``weight``).
+
+    Raises:
+      MeasurementError: the file is missing, empty or unreadable; the header lacks a required
+        column, has an unknown or duplicate one, or two state columns; a cell is not a number,
+        NaN or infinite, or out of range (negative conductance, polarity not +1/-1,
+        ``pulse_number`` not a positive integer, ``width_s <= 0``); ``pulse_number`` does not
+        increase within a device/cycle; or a device/cycle has a single reading (nothing to fit).
+    """
+    src = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise MeasurementError(
+            f"{src}: no such file; expected a measurement CSV (columns: {', '.join(MEASUREMENT_COLUMNS)})"
+        )
+    if not p.is_file():
+        raise MeasurementError(f"{src}: not a regular file; expected a measurement CSV")
+    pulse_number: list[int] = []
+    polarity: list[int] = []
+    state: list[float] = []
+    device: list[str] = []
+    cycle: list[str] = []
+    voltage: list[float] = []
+    width: list[float] = []
+    last_pulse: dict[tuple, tuple[int, int]] = {}  # (device, cycle) -> (pulse_number, row)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = None
+            for fields in reader:
+                if fields and any(f.strip() for f in fields):
+                    header = fields
+                    break
+            if header is None:
+                raise MeasurementError(
+                    f"{src}: file is empty; expected a header row with pulse_number, polarity and one of "
+                    "conductance_s, conductance_us, weight, then one row per pulse"
+                )
+            names, state_col = _check_header(src, header)
+            unit, factor = _STATE_COLUMNS[state_col]
+            col = {n: i for i, n in enumerate(names)}
+            i_pn, i_pol, i_state = col["pulse_number"], col["polarity"], col[state_col]
+            i_dev, i_cyc = col.get("device"), col.get("cycle")
+            i_v, i_w = col.get("voltage_v"), col.get("width_s")
+            n_cols = len(names)
+            row = 0
+            for fields in reader:
+                if not fields or not any(f.strip() for f in fields):
+                    continue  # blank line
+                row += 1
+                line = reader.line_num
+                if len(fields) != n_cols:
+                    raise MeasurementError(
+                        f"{src}: row {row} (line {line}): has {len(fields)} fields {fields!r}; the header has {n_cols} ({', '.join(names)})"
+                    )
+                f = [x.strip() for x in fields]
+                pn = _number(src, "pulse_number", row, line, f[i_pn], "a positive integer")
+                if pn < 1 or pn != int(pn):
+                    raise MeasurementError(
+                        f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be a positive integer (1, 2, ...)"
+                    )
+                pol = _number(src, "polarity", row, line, f[i_pol], "+1 or -1")
+                if pol not in (1.0, -1.0):
+                    raise MeasurementError(
+                        f"{src}: column 'polarity', row {row} (line {line}): value {f[i_pol]!r} is not allowed; must be +1 (potentiating) or -1 (depressing)"
+                    )
+                allowed = ">= 0 (a conductance)" if unit == "S" else "a finite number"
+                s = _number(src, state_col, row, line, f[i_state], allowed)
+                if unit == "S" and s < 0:
+                    raise MeasurementError(
+                        f"{src}: column {state_col!r}, row {row} (line {line}): value {f[i_state]!r} is not allowed; must be >= 0 (a conductance)"
+                    )
+                d = c = None
+                if i_dev is not None:
+                    d = f[i_dev]
+                    if not d:
+                        raise MeasurementError(
+                            f"{src}: column 'device', row {row} (line {line}): value '' is not allowed; must be a non-empty label"
+                        )
+                    device.append(d)
+                if i_cyc is not None:
+                    c = f[i_cyc]
+                    if not c:
+                        raise MeasurementError(
+                            f"{src}: column 'cycle', row {row} (line {line}): value '' is not allowed; must be a non-empty label"
+                        )
+                    cycle.append(c)
+                if i_v is not None:
+                    voltage.append(_number(src, "voltage_v", row, line, f[i_v], "a finite number of volts"))
+                if i_w is not None:
+                    wd = _number(src, "width_s", row, line, f[i_w], "a number of seconds > 0")
+                    if wd <= 0:
+                        raise MeasurementError(
+                            f"{src}: column 'width_s', row {row} (line {line}): value {f[i_w]!r} is not allowed; must be > 0 (seconds)"
+                        )
+                    width.append(wd)
+                key = (d, c)
+                prev = last_pulse.get(key)
+                pn_i = int(pn)
+                if prev is not None and pn_i <= prev[0]:
+                    where = f" within {Segment(d, c, np.empty(0)).label}" if key != (None, None) else ""
+                    if pn_i == prev[0]:
+                        raise MeasurementError(
+                            f"{src}: column 'pulse_number', row {row} (line {line}): value {pn_i} repeats row {prev[1]}{where}; "
+                            "pulse numbers must increase within each device/cycle"
+                        )
+                    if i_dev is None and i_cyc is None:
+                        hint = "add a device or cycle column"
+                    elif i_cyc is None:
+                        hint = "add a cycle column (a new sweep of the same device)"
+                    else:
+                        hint = "pulse numbers must increase within each device/cycle"
+                    raise MeasurementError(
+                        f"{src}: column 'pulse_number': pulse_number goes back from {prev[0]} to {pn_i} at row {row} "
+                        f"(line {line}){where}: {hint}"
+                    )
+                last_pulse[key] = (pn_i, row)
+                pulse_number.append(pn_i)
+                polarity.append(int(pol))
+                state.append(s * factor)
+    except UnicodeDecodeError as err:
+        raise MeasurementError(f"{src}: cannot be read as UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise MeasurementError(f"{src}: not a valid CSV file ({err})") from None
+    except OSError as err:
+        raise MeasurementError(f"{src}: cannot be read ({err.strerror or err})") from None
+    if not state:
+        raise MeasurementError(f"{src}: header only, no data rows; expected one row per pulse after the header")
+    if len(state) == 1:
+        raise MeasurementError(f"{src}: a single data point (row 1); at least 2 readings are needed to fit")
+    m = Measurement(
+        source=src,
+        pulse_number=np.asarray(pulse_number, np.int64),
+        polarity=np.asarray(polarity, np.int8),
+        state=np.asarray(state, np.float64),
+        unit=unit,
+        state_column=state_col,
+        device=np.asarray(device, dtype=str) if i_dev is not None else None,
+        cycle=np.asarray(cycle, dtype=str) if i_cyc is not None else None,
+        voltage_v=np.asarray(voltage, np.float64) if i_v is not None else None,
+        width_s=np.asarray(width, np.float64) if i_w is not None else None,
+    )
+    for seg in m.segments():
+        if seg.rows.size < 2:
+            raise MeasurementError(
+                f"{src}: column 'pulse_number': {seg.label} has a single data point (row {int(seg.rows[0]) + 1}); "
+                "each device/cycle needs at least 2 readings to fit"
+            )
+    return m
