@@ -82,9 +82,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, minimize
 
 from .measurements import Measurement
+from .protonic import BOLTZMANN_OVER_CHARGE_V_PER_K, Protonic
 from .pulsed import AbstractPulsedModel, PulsedParams, apply_pulses, nominal_crosspoints
 from .registry import MODELS
 
@@ -100,8 +101,8 @@ __all__ = [
     "replay_measurement",
 ]
 
-FITTABLE_MODELS = ("constant-step", "soft-bounds", "linear-step", "pow-step", "exp-step", "piecewise-step")
-AUTO_CANDIDATES = FITTABLE_MODELS
+AUTO_CANDIDATES = ("constant-step", "soft-bounds", "linear-step", "pow-step", "exp-step", "piecewise-step")
+FITTABLE_MODELS = (*AUTO_CANDIDATES, "protonic")
 _COND_LIMIT = 1e7  # condition number of the column-normalised Jacobian beyond which a parameter is frozen
 _MAX_REPLAY = 50_000_000  # longest padded replay (pulses x sweeps) a fit will build
 # aihwkit PulsedDevice defaults for what one measurement cannot determine (DESIGN.md)
@@ -121,7 +122,17 @@ _SPECIFIC: dict[str, dict[str, tuple[float, float, float]]] = {
         "a": (0.5, -np.inf, np.inf),
         "b": (0.0, -np.inf, np.inf),
     },
+    # v0_v: the field-law voltage V0 = 2 k_B T d / (q a) (bounds set per data set in make_problem)
+    "protonic": {
+        "saturation_up": (0.5, 0.0, 20.0),
+        "saturation_down": (0.5, 0.0, 20.0),
+        "width_exponent": (1.0, 0.0, 10.0),
+        "v0_v": (1.7, 1e-3, 1e3),
+    },
 }
+# Protonic constants held while fitting (the Protonic defaults): V0 is fitted, a follows from it.
+_PROTONIC_THICKNESS_M = 10e-9
+_PROTONIC_TEMPERATURE_K = 300.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +144,8 @@ class _Data(NamedTuple):
     """The arrays of one fit (a pytree, traced by jit)."""
 
     pulses: jax.Array  # (L, S) int8: pulse applied before time step t of sweep s (row 0 unused)
+    voltage: jax.Array | None  # (L, S) float64 |V| of that pulse (volts), None without a voltage_v column
+    width: jax.Array | None  # (L, S) float64 width of that pulse (seconds), None without a width_s column
     obs_t: jax.Array  # (n,) int32: time step of each reading, file order
     obs_s: jax.Array  # (n,) int32: sweep of each reading
     y: jax.Array  # (n,) float64: readings in internal units u = (state - center) / scale
@@ -147,6 +160,7 @@ class _Spec:
     conductance: bool  # True: bounds are g_max/g_min in internal units, w range fixed to [-1, 1]
     n_up: int = 0  # piecewise table lengths
     n_down: int = 0
+    ref: tuple[float, float, float] = (1.0, 1.0, 1.0)  # protonic: reference |V_up|, |V_down| (V), width (s)
 
 
 def _build_model(spec: _Spec, theta: jax.Array) -> AbstractPulsedModel:
@@ -171,7 +185,30 @@ def _build_model(spec: _Spec, theta: jax.Array) -> AbstractPulsedModel:
         up = jnp.stack([v[f"piecewise_up[{i}]"] for i in range(spec.n_up)])
         down = jnp.stack([v[f"piecewise_down[{i}]"] for i in range(spec.n_down)])
         return MODELS[spec.model](pulsed=pulsed, piecewise_up=up, piecewise_down=down)
+    if spec.model == "protonic":
+        return _protonic(spec, pulsed, v)
     return MODELS[spec.model](pulsed=pulsed, **{n: v[n] for n in _SPECIFIC[spec.model]})
+
+
+def _protonic(spec: _Spec, pulsed: PulsedParams, v: dict[str, Any]):
+    """The Protonic model at the reference pulse: V0 fitted, thickness and temperature held."""
+    v_up, v_down, width = spec.ref
+    hop = 2.0 * BOLTZMANN_OVER_CHARGE_V_PER_K * _PROTONIC_TEMPERATURE_K * _PROTONIC_THICKNESS_M / v["v0_v"]
+    return Protonic(
+        pulsed=pulsed,
+        voltage_up_v=v_up,
+        voltage_down_v=v_down,
+        width_s=width,
+        ref_voltage_up_v=v_up,
+        ref_voltage_down_v=v_down,
+        ref_width_s=width,
+        hop_distance_m=hop,
+        thickness_m=_PROTONIC_THICKNESS_M,
+        temperature_k=_PROTONIC_TEMPERATURE_K,
+        width_exponent=v["width_exponent"],
+        saturation_up=v["saturation_up"],
+        saturation_down=v["saturation_down"],
+    )
 
 
 def _maps(spec: _Spec, theta: jax.Array):
@@ -184,15 +221,39 @@ def _maps(spec: _Spec, theta: jax.Array):
     return (lambda u: -1.0 + 2.0 * (u - g_min) / span), (lambda w: g_min + (w + 1.0) * 0.5 * span)
 
 
-def _replay(model: AbstractPulsedModel, w0: jax.Array, pulses: jax.Array) -> jax.Array:
-    """Noise-free states (L, S) of S nominal devices started at ``w0`` and driven by ``pulses``."""
-    cp = nominal_crosspoints(model, w0.shape, dtype=w0.dtype)
+def _replay(
+    model: AbstractPulsedModel,
+    w0: jax.Array,
+    pulses: jax.Array,
+    voltage: jax.Array | None = None,
+    width: jax.Array | None = None,
+) -> jax.Array:
+    """Noise-free states (L, S) of S nominal devices started at ``w0`` and driven by ``pulses``.
 
-    def body(w, p):
-        w = apply_pulses(model, cp, w, p, key=None)
+    For a :class:`~device_models.Protonic` model, ``voltage``/``width`` (L, S), where given,
+    set each pulse's operating voltage (both polarities) and width, so its step is scaled by
+    the model's voltage/width law relative to the reference pulse.
+    """
+    cp = nominal_crosspoints(model, w0.shape, dtype=w0.dtype)
+    per_pulse = isinstance(model, Protonic) and (voltage is not None or width is not None)
+    L = pulses.shape[0] - 1
+    volts = voltage[1:] if voltage is not None else jnp.zeros((L, 0))
+    widths = width[1:] if width is not None else jnp.zeros((L, 0))
+
+    def body(w, inp):
+        p, vt, tt = inp
+        mdl = model
+        if per_pulse:
+            change = {}
+            if voltage is not None:
+                change.update(voltage_up_v=vt, voltage_down_v=vt)
+            if width is not None:
+                change["width_s"] = tt
+            mdl = dataclasses.replace(model, **change)
+        w = apply_pulses(mdl, cp, w, p, key=None)
         return w, w
 
-    _, ws = jax.lax.scan(body, w0, pulses[1:])
+    _, ws = jax.lax.scan(body, w0, (pulses[1:], volts, widths))
     return jnp.concatenate([w0[None], ws], axis=0)
 
 
@@ -200,7 +261,7 @@ def _predict(spec: _Spec, theta: jax.Array, data: _Data) -> jax.Array:
     model = _build_model(spec, theta)
     to_w, to_u = _maps(spec, theta)
     u0 = theta[len(spec.names) :]
-    states = _replay(model, to_w(u0), data.pulses)
+    states = _replay(model, to_w(u0), data.pulses, data.voltage, data.width)
     return to_u(states[data.obs_t, data.obs_s])
 
 
@@ -270,14 +331,23 @@ def _prepare(m: Measurement) -> _Prepared:
             f"allowed: at most {_MAX_REPLAY:,} (large gaps in pulse_number?)"
         )
     pulses = np.zeros((n_steps, len(segments)), np.int8)
+    # per-pulse |voltage| and width (padding: 1.0, harmless where no pulse is applied)
+    volts = None if m.voltage_v is None else np.ones((n_steps, len(segments)))
+    widths = None if m.width_s is None else np.ones((n_steps, len(segments)))
     smooth = []
     for s, seg in enumerate(segments):
         pos = positions[seg.rows]
         pulses[1 : pos[-1] + 1, s] = np.repeat(m.polarity[seg.rows][1:], np.diff(pos))
+        if volts is not None:
+            volts[1 : pos[-1] + 1, s] = np.repeat(np.abs(m.voltage_v[seg.rows][1:]), np.diff(pos))
+        if widths is not None:
+            widths[1 : pos[-1] + 1, s] = np.repeat(m.width_s[seg.rows][1:], np.diff(pos))
         smooth.append(_moving_average(u[seg.rows], max(1, seg.rows.size // 20)))
     pol_applied = np.concatenate([m.polarity[seg.rows][1:] for seg in segments])
     data = _Data(
         pulses=jnp.asarray(pulses),
+        voltage=None if volts is None else jnp.asarray(volts, jnp.float64),
+        width=None if widths is None else jnp.asarray(widths, jnp.float64),
         obs_t=jnp.asarray(positions, jnp.int32),
         obs_s=jnp.asarray(seg_of_row, jnp.int32),
         y=jnp.asarray(u, jnp.float64),
@@ -408,7 +478,15 @@ def make_problem(
         if model_name == "exp-step":
             frozen["a"] = "not identifiable: only gamma*a enters the step; fixed at +-0.5 (both signs tried)"
             frozen["b"] = "not identifiable: only A*exp(gamma*b) enters the step; fixed at 0"
-    spec = _Spec(model_name, tuple(names), cond, n_up, n_down)
+    ref = (1.0, 1.0, 1.0)
+    v0_starts: tuple[float, ...] = (1.0,)
+    if model_name == "protonic":
+        ref, v0_default, v0_bounds, more_frozen = _protonic_reference(m)
+        frozen.update(more_frozen)
+        i = names.index("v0_v")
+        lower[i], upper[i] = v0_bounds
+        v0_starts = (v0_default,) if "v0_v" in frozen else tuple(f * max(ref[:2]) for f in (0.1, 0.3, 1.0))
+    spec = _Spec(model_name, tuple(names), cond, n_up, n_down, ref)
     n_seg = len(prep.labels)
     lower_v = np.concatenate([lower, np.full(n_seg, -np.inf)])
     upper_v = np.concatenate([upper, np.full(n_seg, np.inf)])
@@ -439,9 +517,55 @@ def make_problem(
         starts = (tables,)
     elif model_name == "exp-step":
         starts = tuple(start(s, 0.25, {"a": a}) for a in (0.5, -0.5) for s in (1.0, 2.5))
+    elif model_name == "protonic":
+        starts = tuple(start(s, mg, {"v0_v": v0}) for v0 in v0_starts for s, mg in ((1.0, 0.02), (2.5, 0.25)))
     else:
         starts = tuple(start(s, mg, {}) for s in (1.0, 2.5) for mg in (0.02, 0.25))
     return FitProblem(spec, prep, lower_v, upper_v, starts, frozen)
+
+
+def _protonic_reference(m: Measurement):
+    """Reference pulse, default and box of V0, and the protonic parameters the data cannot pin.
+
+    The reference pulse (where ``dw_min`` holds) is the median applied |voltage| of each
+    polarity and the median applied width (the lower median, so a measured value); without a
+    ``voltage_v``/``width_s`` column it is the :class:`~device_models.Protonic` default (10 V,
+    5 ns), a fixed operating point.
+    """
+    default = Protonic()
+    v0_default = float(2.0 * BOLTZMANN_OVER_CHARGE_V_PER_K * default.temperature_k * default.thickness_m)
+    v0_default /= float(default.hop_distance_m)
+    applied = np.ones(m.n_rows, bool)
+    applied[0] = False
+    for seg in m.segments():
+        applied[seg.rows[0]] = False  # a sweep's first reading: its pulse is not replayed
+    up, down = applied & (m.polarity > 0), applied & (m.polarity < 0)
+    frozen: dict[str, str] = {}
+
+    def lower_median(x: np.ndarray, fallback: float) -> float:
+        return float(np.quantile(x, 0.5, method="lower")) if x.size else fallback
+
+    if m.voltage_v is None:
+        v_up, v_down = float(default.ref_voltage_up_v), float(default.ref_voltage_down_v)
+        frozen["v0_v"] = "no voltage_v column: one operating point, so the voltage law is not determined"
+    else:
+        av = np.abs(m.voltage_v)
+        v_up = lower_median(av[up], lower_median(av[applied], 1.0))
+        v_down = lower_median(av[down], v_up)
+        if not (v_up > 0 and v_down > 0):
+            raise ValueError(f"{m.source}: column 'voltage_v': the median pulse voltage is 0; allowed: non-zero pulses")
+        n_up, n_down = np.unique(av[up]).size, np.unique(av[down]).size
+        if max(n_up, n_down) < 2:
+            frozen["v0_v"] = "every pulse of a polarity has the same voltage, so the voltage law is not determined"
+    if m.width_s is None:
+        width = float(default.ref_width_s)
+        frozen["width_exponent"] = "no width_s column: one operating point, so the width law is not determined"
+    else:
+        width = lower_median(m.width_s[applied], float(np.median(m.width_s)))
+        if np.unique(m.width_s[applied]).size < 2:
+            frozen["width_exponent"] = "every pulse has the same width, so the width law is not determined"
+    v_max = max(v_up, v_down)
+    return (v_up, v_down, width), v0_default, (1e-3 * v_max, 1e3 * v_max), frozen
 
 
 def _node_counts(pulses_per_polarity: int) -> tuple[int, ...]:
@@ -626,6 +750,8 @@ class FitResult:
     segment_of_row: np.ndarray  # (n,) sweep of each reading
     device_spread: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
+    dw_min_std_lag1: float = math.nan  # moment estimate: residual steps minus the lag-1 read noise
+    derived: dict[str, Any] | None = None  # protonic: fitted V0 (volts) and a/d, the reference pulse
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dictionary of the fit."""
@@ -650,12 +776,14 @@ class FitResult:
             "residual_std": self.residual_std,
             "dw_min_std": self.dw_min_std,
             "dw_min_std_all_scatter": self.dw_min_std_all_scatter,
+            "dw_min_std_lag1": self.dw_min_std_lag1,
             "read_noise_std": self.read_noise_std,
             "r2": self.r2,
             "aic": self.aic,
             "rss": self.rss,
             "sweeps": list(self.labels),
             "device_spread": self.device_spread,
+            "derived": self.derived,
             "warnings": list(self.warnings),
         }
 
@@ -752,6 +880,93 @@ def _c2c(prep: _Prepared, resid_u: np.ndarray, pred_u: np.ndarray) -> tuple[floa
     return corrected, all_scatter, read_var
 
 
+def _kalman_nll(log_sigmas: jax.Array, v: jax.Array, phi: jax.Array, d2: jax.Array, first: jax.Array) -> jax.Array:
+    r"""Negative log-likelihood of residuals ``v`` under a random walk plus white read noise.
+
+    State-space model of the deviation :math:`e_j` of the device from the noise-free replay and
+    of the residual :math:`r_j` (all arrays per reading, sweeps laid end to end):
+
+    .. math::
+        e_j = \phi_j e_{j-1} + \eta_j, \quad \eta_j \sim N(0, \sigma_{c2c}^2 D_j), \qquad
+        r_j = e_j + \epsilon_j, \quad \epsilon_j \sim N(0, \sigma_{read}^2),
+
+    with :math:`D_j` the sum of the squared predicted steps since the previous reading,
+    :math:`\phi_j` the replay's sensitivity to its previous state (soft bounds pull a
+    deviation back) and :math:`e = 0` at each sweep's start (``first``; the start is fitted).
+    """
+    q_scale, r_var = jnp.exp(2.0 * log_sigmas[0]), jnp.exp(2.0 * log_sigmas[1])
+
+    def body(carry, inp):
+        a, p_var = carry
+        vj, fj, dj, start = inp
+        a = jnp.where(start, 0.0, fj * a)
+        p_var = jnp.where(start, 0.0, fj * fj * p_var + q_scale * dj)
+        f = p_var + r_var
+        innov = vj - a
+        k = p_var / f
+        return (a + k * innov, p_var * r_var / f), jnp.log(f) + innov * innov / f
+
+    _, terms = jax.lax.scan(body, (jnp.zeros((), v.dtype), jnp.zeros((), v.dtype)), (v, phi, d2, first))
+    return 0.5 * jnp.sum(terms)
+
+
+_kalman_value_and_grad = jax.jit(jax.value_and_grad(_kalman_nll))
+
+
+def _c2c_state_space(
+    problem: FitProblem, theta: np.ndarray, resid_u: np.ndarray, pred_u: np.ndarray
+) -> tuple[float, float]:
+    """(dw_min_std, read noise variance in u units^2) by maximum likelihood (:func:`_kalman_nll`).
+
+    A random walk (cycle-to-cycle noise accumulates: the deviation's variance grows with each
+    step) and white read noise (it does not) are told apart by how the residuals are correlated
+    along a sweep, using every lag at once, so a read noise much larger than a step no longer
+    leaks into the cycle-to-cycle estimate (as the lag-1 moment estimator does).
+    """
+    prep = problem.prepared
+    n_model = len(problem.spec.names)
+    J = np.asarray(problem.jacobian(jnp.asarray(theta)))
+    v, phi, d2, first = [], [], [], []
+    for s, rows in enumerate(prep.segment_rows):
+        sens = J[rows, n_model + s]  # d prediction / d start state, along the sweep
+        prev = sens[:-1]
+        ok = np.abs(prev) > 1e-300
+        ratio = np.where(ok, sens[1:] / np.where(ok, prev, 1.0), 1.0)
+        gap = np.maximum(np.diff(prep.positions[rows]), 1)
+        v.append(resid_u[rows])
+        phi.append(np.concatenate([[1.0], np.clip(ratio, 0.0, 1.5)]))
+        d2.append(np.concatenate([[0.0], np.diff(pred_u[rows]) ** 2 / gap]))
+        # a replay clipped at a bound (no step, no sensitivity) restarts the walk: the device is there too
+        clipped = np.concatenate([[True], (np.diff(pred_u[rows]) == 0) | (ratio == 0)])
+        first.append(clipped)
+    v, phi, d2 = (jnp.asarray(np.concatenate(x), jnp.float64) for x in (v, phi, d2))
+    first = jnp.asarray(np.concatenate(first))
+    mean_d2 = float(np.mean(np.asarray(d2)[~np.asarray(first)])) if v.size > len(prep.segment_rows) else 0.0
+    r_std = float(np.sqrt(np.mean(resid_u**2)))
+    if not (mean_d2 > 0 and r_std > 0):
+        return math.nan, math.nan
+
+    def fun(x):
+        val, grad = _kalman_value_and_grad(jnp.asarray(x), v, phi, d2, first)
+        return float(val), np.asarray(grad, np.float64)
+
+    # box: c2c 1e-4..1e3; read noise 1e-6..10 x the RMS residual
+    bounds = [(math.log(1e-4), math.log(1e3)), (math.log(1e-6 * r_std), math.log(10.0 * r_std))]
+    best = None
+    for c0 in (0.1, 1.0, 10.0):
+        for rf in (0.1, 0.9):
+            x0 = np.clip([math.log(c0), math.log(rf * r_std)], [b[0] for b in bounds], [b[1] for b in bounds])
+            res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds)
+            if best is None or res.fun < best.fun:
+                best = res
+    c2c, read = math.exp(best.x[0]), math.exp(best.x[1])
+    if best.x[0] <= bounds[0][0] + 1e-6:
+        c2c = 0.0
+    if best.x[1] <= bounds[1][0] + 1e-6:
+        read = 0.0
+    return c2c, read * read
+
+
 def _result(
     m: Measurement, problem: FitProblem, theta: np.ndarray, free: np.ndarray, frozen: dict[str, str]
 ) -> FitResult:
@@ -777,7 +992,10 @@ def _result(
     cov_full = np.zeros((theta.size, theta.size))
     fi = np.flatnonzero(free)
     cov_full[np.ix_(fi, fi)] = cov
-    c2c, c2c_all, read_var = _c2c(prep, resid_u, pred_u)
+    c2c_moments, c2c_all, read_var_moments = _c2c(prep, resid_u, pred_u)
+    c2c, read_var = _c2c_state_space(problem, theta, resid_u, pred_u)
+    if not math.isfinite(c2c):
+        c2c, read_var = c2c_moments, read_var_moments
     warnings: list[str] = []
     if free[n_model:].sum() and n - k < 5:
         warnings.append(f"only {n - k} degrees of freedom left: standard errors are unreliable")
@@ -826,9 +1044,10 @@ def _result(
             None,
             "fitted",
             "1",
-            f"cycle-to-cycle spread from the residual steps, read noise removed (read noise std "
-            f"{math.sqrt(read_var) * scale:.4g} {'S' if m.unit == 'S' else 'weight units'}, not modelled by this card); "
-            f"all pulse-to-pulse scatter as cycle-to-cycle noise would give {c2c_all:.4g}",
+            f"cycle-to-cycle spread by maximum likelihood of the residuals as a random walk (the step noise "
+            f"accumulates) plus white read noise (std {math.sqrt(read_var) * scale:.4g} "
+            f"{'S' if m.unit == 'S' else 'weight units'}, not modelled by this card); the lag-1 moment estimate gives "
+            f"{c2c_moments:.4g}, all pulse-to-pulse scatter as cycle-to-cycle noise {c2c_all:.4g}",
         )
     else:
         put("dw_min_std", _DEFAULT_C2C, None, "no two readings one pulse apart: aihwkit PulsedDevice default")
@@ -860,7 +1079,10 @@ def _result(
         put("w_min", val["w_min"], se["w_min"])
     put("w_max_dtod", _DTOD_DEFAULTS["w_max_dtod"], None, _dtod_reason())
     put("w_min_dtod", _DTOD_DEFAULTS["w_min_dtod"], None, _dtod_reason())
-    if spec.model != "piecewise-step":
+    derived: dict[str, Any] = {}
+    if spec.model == "protonic":
+        derived = _protonic_parameters(m, spec, val, se, frozen, params, model_extra)
+    elif spec.model != "piecewise-step":
         for pname in _SPECIFIC[spec.model]:
             put(pname, val[pname], se[pname])
             model_extra[pname] = val[pname]
@@ -905,6 +1127,7 @@ def _result(
         residual_std=math.sqrt(rss / n),
         dw_min_std=c2c,
         dw_min_std_all_scatter=c2c_all,
+        dw_min_std_lag1=c2c_moments,
         read_noise_std=math.sqrt(read_var) * scale if math.isfinite(read_var) else math.nan,
         labels=prep.labels,
         start_states=prep.center + scale * theta[n_model:],
@@ -912,7 +1135,88 @@ def _result(
         predicted=prep.center + scale * pred_u,
         segment_of_row=prep.segment_of_row,
         warnings=tuple(warnings),
+        derived=derived or None,
     )
+
+
+def _protonic_parameters(
+    m: Measurement,
+    spec: _Spec,
+    val: dict[str, float],
+    se: dict[str, float | None],
+    frozen: dict[str, str],
+    params: dict[str, ParameterEstimate],
+    model_extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The protonic card entries (SI units) from a fit; returns V0 and a/d with their errors."""
+    v_up, v_down, width = spec.ref
+
+    def est(value, err, unit, reason_fitted="", reason_assumed=""):
+        if err is None:
+            return ParameterEstimate(float(value), None, "assumed", unit, reason_assumed)
+        return ParameterEstimate(float(value), float(err), "fitted", unit, reason_fitted)
+
+    for pname in ("saturation_up", "saturation_down", "width_exponent"):
+        params[pname] = est(val[pname], se[pname], "1", "", frozen.get(pname, ""))
+        model_extra[pname] = val[pname]
+    for pname, v, col in (
+        ("voltage_up_v", v_up, m.voltage_v),
+        ("voltage_down_v", v_down, m.voltage_v),
+        ("width_s", width, m.width_s),
+    ):
+        text = "operating pulse = the reference pulse"
+        if col is None:
+            params[pname] = ParameterEstimate(
+                v,
+                None,
+                "assumed",
+                "V" if "voltage" in pname else "s",
+                f"{text}; no column in the data: Protonic default",
+            )
+        else:
+            params[pname] = ParameterEstimate(
+                v,
+                None,
+                "measured",
+                "V" if "voltage" in pname else "s",
+                f"{text}: the (lower) median of the applied pulses",
+            )
+        model_extra[pname] = v
+        ref = "ref_" + pname
+        params[ref] = dataclasses.replace(params[pname], reason=f"reference pulse of dw_min; {params[pname].reason}")
+        model_extra[ref] = v
+    kt_q = BOLTZMANN_OVER_CHARGE_V_PER_K * _PROTONIC_TEMPERATURE_K
+    v0, v0_err = val["v0_v"], se["v0_v"]
+    hop = 2.0 * kt_q * _PROTONIC_THICKNESS_M / v0
+    a_over_d = 2.0 * kt_q / v0
+    rel = None if v0_err is None else v0_err / v0
+    params["hop_distance_m"] = est(
+        hop,
+        None if rel is None else hop * rel,
+        "m",
+        f"from the fitted field voltage V0 = 2 k_B T d/(q a) = {v0:.4g} V"
+        + ("" if v0_err is None else f" +- {v0_err:.2g} V")
+        + f" (a/d = {a_over_d:.4g}) with the thickness and temperature held",
+        f"{frozen.get('v0_v', '')}; Protonic default (V0 = {v0:.4g} V)",
+    )
+    model_extra["hop_distance_m"] = hop
+    params["thickness_m"] = ParameterEstimate(
+        _PROTONIC_THICKNESS_M, None, "assumed", "m", "held while fitting (Protonic default); only a/d enters the step"
+    )
+    params["temperature_k"] = ParameterEstimate(
+        _PROTONIC_TEMPERATURE_K, None, "assumed", "K", "held while fitting (Protonic default, room temperature)"
+    )
+    model_extra["thickness_m"] = _PROTONIC_THICKNESS_M
+    model_extra["temperature_k"] = _PROTONIC_TEMPERATURE_K
+    return {
+        "v0_v": {"value": v0, "stderr": v0_err, "provenance": "fitted" if v0_err is not None else "assumed"},
+        "a_over_d": {
+            "value": a_over_d,
+            "stderr": None if rel is None else a_over_d * rel,
+            "provenance": "fitted" if v0_err is not None else "assumed",
+        },
+        "reference_pulse": {"voltage_up_v": v_up, "voltage_down_v": v_down, "width_s": width},
+    }
 
 
 def _dtod_reason() -> str:
@@ -1102,7 +1406,8 @@ def replay_measurement(
         else:
             w0 = start
         model64 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), model)
-        states = np.asarray(_replay(model64, jnp.asarray(w0), prep.data.pulses))
+        d = prep.data
+        states = np.asarray(_replay(model64, jnp.asarray(w0), d.pulses, d.voltage, d.width))
         w = states[prep.positions, prep.segment_of_row]
         if m.unit == "S":
             return g_min_s + (w - w_lo) / (w_hi - w_lo) * (g_max_s - g_min_s)

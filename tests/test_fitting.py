@@ -257,3 +257,21 @@ def test_gaps_in_pulse_number_are_replayed(tmp_path):
     r = fit_model(load_measurement(path), "soft-bounds")
     assert r.parameters["dw_min"].value == pytest.approx(0.02, rel=0.01)
     assert r.parameters["w_max"].value == pytest.approx(0.7, rel=0.01)
+
+
+@pytest.mark.parametrize("c2c, read", [(0.5, 0.02), (1.0, 0.05)])
+def test_c2c_and_read_noise_recovered_together(tmp_path, c2c, read):
+    """Accumulating step noise and white read noise several steps large: both recovered within 20%.
+
+    The lag-1 moment estimator (kept as ``dw_min_std_lag1``) is biased here: it subtracts
+    2 x the read variance from the residual-step variance, and a read noise of a few steps
+    swamps the cycle-to-cycle term (it gives about 3x the truth on these data).
+    """
+    model = SoftBounds(PulsedParams(dw_min=0.01, up_down=0.0, w_max=1.0, w_min=-1.0))
+    pulses = _pulses((500, -500, 500, -500))
+    state = _simulate(model, -0.5, pulses, c2c=c2c, read=read, seed=5)
+    r = fit_model(load_measurement(_write_csv(tmp_path / "noisy.csv", pulses, state)), "soft-bounds")
+    assert r.dw_min_std == pytest.approx(c2c, rel=0.2), (r.dw_min_std, r.dw_min_std_lag1)
+    assert r.read_noise_std == pytest.approx(read, rel=0.2)
+    assert r.parameters["dw_min_std"].value == r.dw_min_std
+    assert r.dw_min_std_all_scatter > 3 * c2c  # counting the read noise as c2c would be far off
