@@ -1,11 +1,12 @@
 """Device cards: built-ins load with aihwkit's numbers; every bad field gives a one-line error."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
-from device_models import BUILTIN_CARDS, CardError, ConstantStep, SoftBounds, load_card
+from device_models import BUILTIN_CARDS, CardError, ConstantStep, PulsedParams, SoftBounds, load_card
 
 GOOD = """
 name = "mine"
@@ -30,17 +31,7 @@ unit = "fJ"
 provenance = "measured"
 source = "test"
 """
-PARAMS = dict(
-    dw_min=0.001,
-    dw_min_dtod=0.3,
-    dw_min_std=0.3,
-    up_down=0.0,
-    up_down_dtod=0.01,
-    w_max=0.6,
-    w_min=-0.6,
-    w_max_dtod=0.3,
-    w_min_dtod=0.3,
-)
+PARAMS = dataclasses.asdict(PulsedParams())  # aihwkit's PulsedDevice defaults
 
 
 def params_toml(values=PARAMS, unit='"1"', skip=()):

@@ -292,17 +292,7 @@ def test_every_builtin_card_loads():
         assert load_card(name).name == name
 
 
-COMMON_TOML = dict(
-    dw_min=0.001,
-    dw_min_dtod=0.3,
-    dw_min_std=0.3,
-    up_down=0.0,
-    up_down_dtod=0.01,
-    w_max=0.6,
-    w_min=-0.6,
-    w_max_dtod=0.3,
-    w_min_dtod=0.3,
-)
+COMMON_TOML = dataclasses.asdict(PulsedParams())  # aihwkit's PulsedDevice defaults
 SPECIFIC_TOML = {
     "linear-step": dict(gamma_up="0.1", gamma_down="0.5"),
     "exp-step": dict(A_up="-1.18", A_down="0.37", gamma_up="5.0", gamma_down="5.0", a="-0.5", b="0.25"),
