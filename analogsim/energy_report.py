@@ -54,8 +54,8 @@ def reprice(report: dict[str, Any], card_name: str, periphery: str | None = None
     """The same counts with the analog arrays priced as ``card_name`` (what-if).
 
     Digital entries keep their prices; analog entries (those with pulses or reads) get the
-    card's write and read prices and the periphery card's conversion prices at the
-    resolutions of the original report (aihwkit defaults unless the run changed them).
+    card's write and read prices and the periphery card's conversion prices at aihwkit's
+    default resolutions (the ones ``analogsim train`` uses).
     """
     card = load_card(card_name)
     per = load_periphery_card(periphery or report.get("periphery_card") or "periphery-default")

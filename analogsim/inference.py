@@ -74,7 +74,7 @@ def evaluate_after(
     graphdef, state, _ = make_train_step(model, optax.sgd(config.lr), config.lr)
     state, _ = load_checkpoint(checkpoint_dir, state)
     if retention is None:
-        retention = getattr(card, "retention", None) or Retention()
+        retention = card.retention if card is not None else Retention()
     results = []
     for t in times_s:
         m = nnx.merge(graphdef, state.params, state.analog, state.rest)

@@ -390,9 +390,9 @@ def ledger_prices(
                 f"layer {_layer_name(path)}: the energy ledger prices DAC and ADC conversions at one resolution; "
                 "forward and backward periphery must share inp_res and out_res"
             )
-        prices[_layer_name(path)] = energy.analog_prices(
-            card or load_card("constant-step"), periphery, layer.forward_io
-        )
+        if card is None:
+            raise ConfigError(f"layer {_layer_name(path)} is analog but the run has no device card")
+        prices[_layer_name(path)] = energy.analog_prices(card, periphery, layer.forward_io)
     return prices
 
 
