@@ -42,16 +42,19 @@ pulses) is the one with the lowest AIC, ``up_down`` is 0 and ``dw_min`` is the m
 - :math:`R^2 = 1 - \\mathrm{RSS}/\\sum_i (y_i - \\bar y)^2`;
   :math:`\\mathrm{AIC} = n \\log(\\mathrm{RSS}/n) + 2k` (``fit_auto`` ranks by it);
 - ``residual_std``: the RMS residual (state units);
-- cycle-to-cycle noise. With residual steps :math:`\\Delta r_j = r_j - r_{j-1}` and predicted steps
-  :math:`d_j` between consecutive readings (one pulse apart), the multiplicative noise of the
-  models gives :math:`E[\\Delta r_j^2] = \\sigma_{c2c}^2 d_j^2 + 2\\sigma_{read}^2` and an
-  independent read noise gives :math:`E[\\Delta r_j \\Delta r_{j+1}] = -\\sigma_{read}^2`. So
+- cycle-to-cycle and read noise. ``dw_min_std`` (written to the card) and ``read_noise_std``
+  are the maximum-likelihood values of a state-space model of the residuals along each sweep:
+  an accumulating random walk whose variance per pulse is :math:`\\sigma_{c2c}^2 d_j^2`
+  (:math:`d_j` the predicted step, damped by the fitted curve's pull toward the bounds, and
+  restarted where the curve sits clipped at a bound) plus white read noise
+  :math:`\\sigma_{read}^2` on every reading, evaluated with a Kalman filter in JAX and
+  maximised with L-BFGS-B. Two moment estimates are reported beside it:
   ``dw_min_std_all_scatter`` :math:`= \\sqrt{\\sum \\Delta r_j^2 / \\sum d_j^2}` (all
-  pulse-to-pulse scatter counted as cycle-to-cycle noise: residual step spread over the mean
-  step, an upper bound), ``read_noise_std`` :math:`= \\sqrt{\\max(0, -\\overline{\\Delta r_j
-  \\Delta r_{j+1}})}` (state units), and ``dw_min_std`` (written to the card)
-  :math:`= \\sqrt{\\max(0, \\sum \\Delta r_j^2 - 2 m \\sigma_{read}^2) / \\sum d_j^2}` with
-  :math:`m` the number of residual steps. Without read noise the two agree.
+  pulse-to-pulse scatter of the residual steps :math:`\\Delta r_j` counted as cycle-to-cycle
+  noise, an upper bound) and ``dw_min_std_lag1`` (the same with :math:`2 m \\sigma_{read}^2`
+  removed, :math:`\\sigma_{read}^2 = \\max(0, -\\overline{\\Delta r_j \\Delta r_{j+1}})`),
+  which is biased high when the read noise is several steps wide. A slow model misfit looks
+  like a random walk to all three estimators.
 - with several devices in the file, each device is fitted alone (same model) and the spread of
   its ``dw_min``, ``up_down``, ``w_max``, ``w_min`` (mapped to the pooled fit's weight units)
   gives ``dw_min_dtod`` (std/mean), ``up_down_dtod`` (std), ``w_max_dtod``/``w_min_dtod``
