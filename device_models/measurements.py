@@ -130,6 +130,15 @@ class Measurement:
         )
 
 
+def _label(src, column: str, row: int, line: int, text: str) -> str:
+    """A non-empty ``device``/``cycle`` label, or a one-line error naming where it is empty."""
+    if not text:
+        raise MeasurementError(
+            f"{src}: column {column!r}, row {row} (line {line}): value '' is not allowed; must be a non-empty label"
+        )
+    return text
+
+
 def _number(src: str, column: str, row: int, line: int, text: str, allowed: str) -> float:
     try:
         value = float(text)
@@ -252,18 +261,10 @@ def load_measurement(path: str | Path) -> Measurement:
                     )
                 d = c = None
                 if i_dev is not None:
-                    d = f[i_dev]
-                    if not d:
-                        raise MeasurementError(
-                            f"{src}: column 'device', row {row} (line {line}): value '' is not allowed; must be a non-empty label"
-                        )
+                    d = _label(src, "device", row, line, f[i_dev])
                     device.append(d)
                 if i_cyc is not None:
-                    c = f[i_cyc]
-                    if not c:
-                        raise MeasurementError(
-                            f"{src}: column 'cycle', row {row} (line {line}): value '' is not allowed; must be a non-empty label"
-                        )
+                    c = _label(src, "cycle", row, line, f[i_cyc])
                     cycle.append(c)
                 if i_v is not None:
                     voltage.append(_number(src, "voltage_v", row, line, f[i_v], "a finite number of volts"))
