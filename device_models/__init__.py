@@ -5,7 +5,17 @@ Models are frozen pytree dataclasses (parameters) plus pure functions of
 optax.
 """
 
-from .cards import BUILTIN_CARDS, CardError, DeviceCard, builtin_card_names, load_card, parse_card
+from .cards import (
+    BUILTIN_CARDS,
+    CardError,
+    DeviceCard,
+    builtin_card_names,
+    card_document,
+    card_toml,
+    card_variant,
+    load_card,
+    parse_card,
+)
 from .constant_step import ConstantStep
 from .exp_step import ExpStep
 from .fitting import (
@@ -39,6 +49,7 @@ from .pulsed import (
     draw_crosspoints,
     expected_step,
     nominal_crosspoints,
+    symmetry_point,
 )
 from .registry import MODELS, model_class
 from .response import Response, expected_response, parse_pulse_spec, pulse_polarities, simulate_response
@@ -61,6 +72,9 @@ __all__ = [
     "SoftBounds",
     "apply_pulses",
     "builtin_card_names",
+    "card_document",
+    "card_toml",
+    "card_variant",
     "draw_crosspoints",
     "expected_step",
     "load_card",
@@ -79,6 +93,7 @@ __all__ = [
     "parse_pulse_spec",
     "pulse_polarities",
     "simulate_response",
+    "symmetry_point",
     "Measurement",
     "MeasurementError",
     "load_measurement",
