@@ -153,3 +153,20 @@ source = "test"
     with pytest.raises(CardError, match="unknown retention field"):
         load_card(write(tmp_path, GOOD.format(params=params_toml()) + "[retention.halflife]\nvalue = 1\n", "c.toml"))
     assert load_card("constant-step").retention.tau_s == float("inf")  # no section: weights are kept
+
+
+def test_card_variant_round_trips_every_builtin_card_and_changes_only_what_is_asked(tmp_path):
+    from device_models import card_variant
+
+    for name in BUILTIN_CARDS:
+        same = load_card(card_variant(name, f"{name}-copy", {}, source="test", folder=tmp_path))
+        orig = load_card(name)
+        assert (same.model, same.physical, same.retention) == (orig.model, orig.physical, orig.retention), name
+    path = card_variant("soft-bounds", "sb-asym", {"up_down": 0.4}, source="test sweep", folder=tmp_path)
+    card = load_card(path)
+    assert card.model.pulsed.up_down == 0.4 and card.name == "sb-asym"
+    assert card.provenance["parameters.up_down"] == ("assumed", "test sweep")
+    with pytest.raises(CardError, match="exists; it is not overwritten"):
+        card_variant("soft-bounds", "sb-asym", {"up_down": 0.1}, source="x", folder=tmp_path)
+    with pytest.raises(CardError, match="has no parameters.gamma_up"):
+        card_variant("soft-bounds", "sb-bad", {"gamma_up": 0.1}, source="x", folder=tmp_path)

@@ -382,3 +382,24 @@ def test_model_specific_fields_need_unit_1(tmp_path):
     with pytest.raises(CardError, match=r"parameters\.gamma_up\.unit.*'uS'.*allowed: 1") as err:
         load_card(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_symmetry_point_where_up_and_down_steps_balance():
+    import jax.numpy as jnp
+
+    from device_models import ExpStep, PulsedParams, SoftBounds, nominal_crosspoints, symmetry_point
+
+    # soft bounds +-0.6 with the down step (1 - u) times the up step: w* = 0.6 u / (2 - u)
+    for u in (0.0, 0.2, 0.5):
+        model = SoftBounds(PulsedParams(up_down=u))
+        sp = symmetry_point(model, nominal_crosspoints(model, (3,)))
+        np.testing.assert_allclose(sp, 0.6 * u / (2 - u), atol=1e-6)
+    # a constant step has no single symmetry point: 0
+    model = ConstantStep(PulsedParams(up_down=0.3))
+    np.testing.assert_array_equal(symmetry_point(model, nominal_crosspoints(model, (2,))), 0.0)
+    # any saturating model: the steps are equal there
+    model = ExpStep(PulsedParams(up_down=0.3))
+    cp = nominal_crosspoints(model, (1,))
+    sp = symmetry_point(model, cp)
+    assert float(jnp.abs(sp[0])) > 0.01
+    np.testing.assert_allclose(model.step_up(cp, sp), model.step_down(cp, sp), rtol=1e-4)
