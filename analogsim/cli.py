@@ -47,6 +47,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"value {text!r} is not allowed; use KEY=VALUE, e.g. transfer_every=2")
+    return key.strip(), value.strip()
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(t) for t in text.split(",") if t.strip())
@@ -71,7 +78,26 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--device", default=d.device, help=f"device card: built-in name ({', '.join(BUILTIN_CARDS)}) or TOML path"
     )
-    t.add_argument("--algorithm", default=d.algorithm, choices=ALGORITHMS, help="analog SGD or floating-point baseline")
+    t.add_argument(
+        "--algorithm",
+        default=d.algorithm,
+        choices=ALGORITHMS,
+        help="update rule of the analog layers (analogsim.algorithms), or digital (floating point)",
+    )
+    t.add_argument(
+        "--algo-opt",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the update rule, e.g. transfer_every=2 (repeatable)",
+    )
+    t.add_argument(
+        "--reference",
+        default=d.reference,
+        choices=("zero", "symmetry-point"),
+        help="read analog weights against 0 or against each device's symmetry point",
+    )
     t.add_argument("--update-mode", default=d.update_mode, help="pulsed-update rung of the fidelity ladder (exact)")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
@@ -188,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             device=args.device,
             algorithm=args.algorithm,
+            algo_options=tuple(args.algo_opt),
+            reference=args.reference,
             update_mode=args.update_mode,
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -8,6 +8,7 @@ them. Analog weights change only through pulsed updates (:mod:`analogsim.trainin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -15,13 +16,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card
+from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card, symmetry_point
 
+from .algorithms import SGD, AbstractUpdateRule
 from .periphery import IOParameters
 from .pulsed_update import UpdateParameters
 from .tile import analog_matmul
 
-__all__ = ["AnalogLinear", "AnalogWeight", "DeviceParameters", "OutputScale", "Tape", "analog_layers"]
+__all__ = [
+    "AnalogLinear",
+    "AnalogWeight",
+    "DeviceParameters",
+    "OutputScale",
+    "Reference",
+    "RuleState",
+    "Tape",
+    "analog_layers",
+]
 
 BACKWARD_IO = IOParameters(bound_management="none")
 
@@ -32,6 +43,20 @@ class AnalogWeight(nnx.Variable):
 
 class DeviceParameters(nnx.Variable):
     """Per-cross-point device parameters (:class:`device_models.CrossPoints`), drawn once."""
+
+
+class RuleState(nnx.Variable):
+    """State of the layer's update rule (:mod:`analogsim.algorithms`): hidden arrays, buffers,
+    choppers, counters. Not an ``nnx.Param``; changed only by the rule's ``update``."""
+
+
+class Reference(nnx.Variable):
+    """The reference each cross-point's state is read against (weight = state - reference):
+    0 (a fixed zero reference), or the device's symmetry point (a reference device programmed
+    there, aihwkit's "symmetry point subtracted" mapping). Fixed after creation."""
+
+
+REFERENCES = ("zero", "symmetry-point")
 
 
 class OutputScale(nnx.Variable):
@@ -81,8 +106,13 @@ class AnalogLinear(nnx.Module):
       device: a built-in card name, a path to a card, a :class:`DeviceCard` or a model.
       use_bias: add a digital bias.
       forward_io: periphery of the forward read.
-      backward_io: periphery of the backward read (no bound management by default).
-      update: pulsed-update settings.
+      backward_io: periphery of the backward read (no bound management by default); its tile
+        sizes are taken from ``forward_io`` (the same physical tiles).
+      update: pulsed-update settings of the gradient update.
+      algorithm: the update rule (:mod:`analogsim.algorithms`), analog SGD by default.
+      reference: ``"zero"`` (weight = device state) or ``"symmetry-point"`` (weight = state
+        minus the cross-point's symmetry point, :func:`device_models.symmetry_point`: random
+        up/down pulses then pull weights toward 0 instead of toward an offset).
       rngs: ``params`` draws the weights and device-to-device variation; ``read`` seeds this
         layer's read-noise stream (used when no ``key`` is passed to ``__call__``).
 
@@ -101,6 +131,8 @@ class AnalogLinear(nnx.Module):
         forward_io: IOParameters = IOParameters(),
         backward_io: IOParameters = BACKWARD_IO,
         update: UpdateParameters = UpdateParameters(),
+        algorithm: AbstractUpdateRule = SGD(),
+        reference: str = "zero",
         rngs: nnx.Rngs,
     ):
         if in_features < 1 or out_features < 1:
@@ -109,19 +141,34 @@ class AnalogLinear(nnx.Module):
         self.out_features = out_features
         self.model = _as_model(device)
         self.forward_io = forward_io
-        self.backward_io = backward_io
+        # the backward read uses the same physical tiles as the forward read
+        self.backward_io = dataclasses.replace(
+            backward_io, max_input_size=forward_io.max_input_size, max_output_size=forward_io.max_output_size
+        )
         self.update = update
+        if not isinstance(algorithm, AbstractUpdateRule):
+            raise TypeError(f"algorithm: expected an update rule, got {type(algorithm).__name__}")
+        self.algorithm = algorithm
+        if reference not in REFERENCES:
+            raise ValueError(
+                f"AnalogLinear.reference: value {reference!r} is not allowed; allowed: {', '.join(REFERENCES)}"
+            )
         k_w, k_b, k_dev, k_read = jax.random.split(rngs.params(), 4)
         bound = 1.0 / math.sqrt(in_features)
         cp = draw_crosspoints(self.model, (out_features, in_features), key=k_dev)
         w0 = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
         self.device = DeviceParameters(cp)
-        self.weight = AnalogWeight(jnp.clip(w0, cp.b_min, cp.b_max))
+        ref = symmetry_point(self.model, cp) if reference == "symmetry-point" else jnp.zeros((), jnp.float32)
+        self.reference = Reference(ref)
+        self.weight = AnalogWeight(jnp.clip(w0 + ref, cp.b_min, cp.b_max))
         self.bias = (
             nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
         )
         self.rngs = nnx.Rngs(read=k_read)
         self.out_scale = OutputScale(jnp.ones((), jnp.float32))
+        # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
+        k_rule = jax.random.fold_in(k_dev, 1)
+        self.rule_state = RuleState(algorithm.init(self.model, self.weight.get_value(), key=k_rule))
         self.tape = Tape({})
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
@@ -137,7 +184,9 @@ class AnalogLinear(nnx.Module):
             key = self.rngs.read()
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        y, reads = analog_matmul(self.weight.get_value(), x2, key, self.forward_io, self.backward_io)
+        w = self.weight.get_value() - self.reference.get_value()
+        w = self.algorithm.read_weight(w, self.rule_state.get_value())
+        y, reads = analog_matmul(w, x2, key, self.forward_io, self.backward_io)
         y = y * self.out_scale.get_value()
         tape = self.tape.get_value()
         if "probe" in tape:

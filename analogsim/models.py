@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .algorithms import SGD, AbstractUpdateRule
 from .layers import AnalogLinear
 from .pulsed_update import UpdateParameters
 
@@ -36,11 +37,21 @@ class MLP(nnx.Module):
       device: card name/path, :class:`~device_models.DeviceCard` or model for analog layers;
         ``None`` builds floating-point ``nnx.Linear`` layers with the same initialisation.
       update: pulsed-update settings of the analog layers.
+      algorithm: update rule of the analog layers (:mod:`analogsim.algorithms`); ``None``: SGD.
+      reference: what analog weights are read against (:class:`AnalogLinear`).
       rngs: random streams.
     """
 
     def __init__(
-        self, sizes: Sequence[int], activation: str = "tanh", *, device=None, update=UpdateParameters(), rngs: nnx.Rngs
+        self,
+        sizes: Sequence[int],
+        activation: str = "tanh",
+        *,
+        device=None,
+        update=UpdateParameters(),
+        algorithm: AbstractUpdateRule | None = None,
+        reference: str = "zero",
+        rngs: nnx.Rngs,
     ):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: value {activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
@@ -51,7 +62,17 @@ class MLP(nnx.Module):
                 init = _torch_uniform(n_in)
                 layers.append(nnx.Linear(n_in, n_out, kernel_init=init, bias_init=init, rngs=rngs))
             else:
-                layers.append(AnalogLinear(n_in, n_out, device=device, update=update, rngs=rngs))
+                layers.append(
+                    AnalogLinear(
+                        n_in,
+                        n_out,
+                        device=device,
+                        update=update,
+                        algorithm=algorithm or SGD(),
+                        reference=reference,
+                        rngs=rngs,
+                    )
+                )
         self.layers = nnx.List(layers)
 
     def digital_ops_per_sample(self) -> int:

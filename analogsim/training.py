@@ -26,12 +26,15 @@ from flax import nnx
 from device_models import DeviceCard, load_card
 
 from . import energy
+from .algorithms import ALGORITHMS as UPDATE_RULES
+from .algorithms import RuleCounts, make_rule
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
-from .layers import AnalogWeight, analog_layers
+from .layers import REFERENCES, AnalogWeight, analog_layers
 from .models import ACTIVATIONS, MLP
 from .periphery_card import PeripheryCard, load_periphery_card
-from .pulsed_update import UPDATE_MODES, UpdateParameters, pulsed_update
+from .pulsed_update import UPDATE_MODES, UpdateParameters
+from .tile import tile_grid
 
 __all__ = [
     "ALGORITHMS",
@@ -45,7 +48,7 @@ __all__ = [
     "train",
 ]
 
-ALGORITHMS = ("sgd", "digital")
+ALGORITHMS = (*UPDATE_RULES, "digital")
 
 
 class ConfigError(ValueError):
@@ -64,6 +67,8 @@ class TrainConfig:
     data_dir: str | None = None
     device: str = "wo3-psg-onen2022"
     algorithm: str = "sgd"
+    algo_options: tuple[tuple[str, str], ...] = ()  # (name, value) hyperparameters of the rule
+    reference: str = "zero"  # analog weights read against 0 or the devices' symmetry points
     update_mode: str = "expected"
     epochs: int = 20
     batch_size: int = 64
@@ -83,6 +88,15 @@ class TrainConfig:
         """Raise :class:`ConfigError` for the first setting that is not allowed."""
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"--algorithm: value {self.algorithm!r} is not allowed; allowed: {', '.join(ALGORITHMS)}")
+        if self.algo_options:
+            if self.algorithm == "digital":
+                raise ConfigError("--algo-opt: the digital algorithm has no options")
+            try:
+                make_rule(self.algorithm, dict(self.algo_options))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"--reference: value {self.reference!r} is not allowed; allowed: {', '.join(REFERENCES)}")
         if self.update_mode not in UPDATE_MODES:
             raise ConfigError(
                 f"--update-mode: value {self.update_mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}"
@@ -146,13 +160,17 @@ def _masked_xent(logits, labels, mask):
     return jnp.sum(ce * mask) / n
 
 
-def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: float):
+def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: float, *, jit: bool = True):
     """Build the jitted training step and the initial state for ``model``.
 
     Args:
-      model: an nnx model whose analog layers are :class:`AnalogLinear`; called as ``model(x)``.
+      model: an nnx model whose analog layers are :class:`AnalogLinear` (or subclasses);
+        called as ``model(x)``.
       tx: optax transformation for the digital parameters (``nnx.Param``).
       lr: learning rate of the pulsed (analog SGD) update.
+      jit: return the step jitted (with the state donated); ``False`` returns the plain
+        function, for callers that transform it further (``vmap`` over variants, ``jit`` with
+        shardings).
 
     Returns:
       ``(graphdef, state, step)`` where ``step(state, x_all, y_all, idx, mask, key)`` trains
@@ -164,6 +182,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         (_layer_name(path), layer.model, layer.update, layer.in_features, layer.out_features)
         for path, layer in analog_layers(model)
     ]
+    rows_of = _analog_rows(graphdef, params, analog, rest)
     digital = digital_layers(model)
     act_ops = int(getattr(model, "digital_ops_per_sample", lambda: 0)())
     names = [s[0] for s in specs] + [name for name, _, _ in digital] + (["activations"] if act_ops else [])
@@ -172,7 +191,6 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
     def step(state: TrainState, x_all, y_all, idx, mask, key):
         xb = x_all[idx]
         yb = y_all[idx]
-        batch = xb.shape[0]
         reads_input = []  # trace-time facts: does a layer read the network input directly?
 
         def loss_fn(params, probes):
@@ -185,13 +203,14 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
             tapes = []
             for _, layer in layers:
                 tape = layer.tape.get_value()
-                reads_input.append(tape["x"] is xb)
+                reads_input.append(tape.get("input", tape["x"]) is xb)
                 tapes.append({"x": tape["x"], "reads": tape["reads"]})
                 layer.tape.set_value({})
             new_rest = split_state(m)[3]
             return loss, (logits, tapes, new_rest)
 
-        probes = [jnp.zeros((batch, s[4]), xb.dtype) for s in specs]
+        rows = rows_of(xb)
+        probes = [jnp.zeros((r, s[4]), xb.dtype) for r, s in zip(rows, specs, strict=True)]
         (loss, (logits, tapes, new_rest)), (g_params, g_probes) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True
         )(state.params, probes)
@@ -204,10 +223,11 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         for i, ((name, dev_model, up, n_in, n_out), (_, layer), tape, d) in enumerate(
             zip(specs, analog_layers(m), tapes, g_probes, strict=True)
         ):
-            w_new, pulses = pulsed_update(
+            w_new, rule_state, rule_counts = layer.algorithm.update(
                 dev_model,
                 layer.device.get_value(),
                 layer.weight.get_value(),
+                layer.rule_state.get_value(),
                 tape["x"],
                 d,
                 lr,
@@ -215,16 +235,17 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
                 key=jax.random.fold_in(key, i),
             )
             layer.weight.set_value(w_new)
+            layer.rule_state.set_value(rule_state)
             counts = analog_step_counts(
                 tape["reads"],
                 d,
-                mask,
-                pulses.up,
-                pulses.down,
+                tape_mask(mask, tape["reads"].shape[0]),
+                rule_counts,
                 n_in,
                 n_out,
                 reads_input=reads_input[i],
                 has_bias=layer.bias is not None,
+                tiles=tuple(len(t) for t in tile_grid(n_out, n_in, layer.forward_io)),
             )
             ledger = energy.add_counts(ledger, name, **counts)
         for name, n_in, n_out in digital:
@@ -239,29 +260,60 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         metrics = {"loss": loss, "correct": correct, "count": jnp.sum(mask)}
         return TrainState(params, analog, rest, opt_state, ledger), metrics
 
-    return graphdef, state, jax.jit(step, donate_argnums=0)
+    return graphdef, state, (jax.jit(step, donate_argnums=0) if jit else step)
+
+
+def tape_mask(mask: jax.Array, rows: int) -> jax.Array:
+    """The sample mask (batch,) spread over a layer's ``rows`` vectors (rows = batch * vectors
+    per sample, sample-major, as a convolution's patches are)."""
+    per = rows // mask.shape[0]
+    return jnp.repeat(mask, per) if per > 1 else mask
+
+
+def _analog_rows(graphdef, params, analog, rest):
+    """``rows(xb)``: each analog layer's number of input vectors for a batch ``xb`` (batch for a
+    dense layer, batch x positions for a convolution), found by tracing one forward read."""
+
+    def shapes(xb):
+        m = nnx.merge(graphdef, params, analog, rest, copy=True)
+        layers = analog_layers(m)
+        for _, layer in layers:
+            layer.tape.set_value({"record": True})
+        m(xb)
+        return [layer.tape.get_value()["reads"] for _, layer in layers]
+
+    def rows(xb):
+        return [r.shape[0] for r in jax.eval_shape(shapes, jax.ShapeDtypeStruct(xb.shape, xb.dtype))]
+
+    return rows
 
 
 def analog_step_counts(
     reads: jax.Array,
     d: jax.Array,
     mask: jax.Array,
-    pulses_up: jax.Array,
-    pulses_down: jax.Array,
+    rule: RuleCounts,
     n_in: int,
     n_out: int,
     *,
     reads_input: bool,
     has_bias: bool,
+    tiles: tuple[int, int] = (1, 1),
 ) -> dict[str, jax.Array]:
     """The events of one training step of one analog layer (uint32 increments).
 
     Args:
-      reads: (batch,) forward reads per vector (bound management may read a vector again).
-      d: (batch, out) errors at the layer output; rows of zeros are neither read back nor pulsed.
-      mask: (batch,) 1 for real samples, 0 for padding.
-      pulses_up, pulses_down: pulses fired by the update.
+      reads: (rows,) forward reads per vector (bound management may read a vector again).
+      d: (rows, out) errors at the layer output; rows of zeros are neither read back nor pulsed.
+      mask: (rows,) 1 for real samples, 0 for padding.
+      rule: what the update rule did: pulses on all of its arrays, transfer reads (one-hot
+        inputs: each drives all ``n_in`` DAC lines and reads ``n_out`` cross-points and ADCs),
+        and its digital operations.
       n_in, n_out: array size.
+      tiles: ``(R, C)``, the tiles the array is split into along its outputs and inputs
+        (:func:`analogsim.tile.tile_grid`): a forward read converts each input once per tile
+        row (``R n_in`` DAC) and each partial output once per tile column (``C n_out`` ADC)
+        and adds the partial outputs digitally; the backward read the other way round.
       reads_input: the layer reads the network input, so its error is never read back.
       has_bias: the layer has a digital bias.
 
@@ -275,18 +327,24 @@ def analog_step_counts(
     bwd = jnp.zeros((), u32) if reads_input else with_error
     rows = jnp.sum(mask_i)
     reads_all = fwd + bwd
+    transfer = rule.transfer_reads.astype(u32)
+    t_rows, t_cols = tiles
     digital = (
-        reads_all * u32(n_in + n_out)  # noise management: scale inputs, rescale outputs
+        fwd * u32(t_rows * n_in + t_cols * n_out)  # noise management per tile: scale inputs, rescale outputs
+        + bwd * u32(t_cols * n_out + t_rows * n_in)
+        + fwd * u32((t_cols - 1) * n_out)  # digital sums of the tiles' partial outputs
+        + bwd * u32((t_rows - 1) * n_in)
         + with_error * u32(n_in + n_out)  # pulse probabilities of the update
         + ((rows + 1) * u32(n_out) if has_bias else u32(0))  # bias additions and its SGD step
+        + rule.digital_ops.astype(u32)
     )
     return {
-        "pulses_up": pulses_up.astype(u32),
-        "pulses_down": pulses_down.astype(u32),
-        "array_reads": reads_all,
-        "crosspoint_reads": reads_all * u32(n_in * n_out),
-        "dac_conversions": fwd * u32(n_in) + bwd * u32(n_out),
-        "adc_conversions": fwd * u32(n_out) + bwd * u32(n_in),
+        "pulses_up": rule.pulses_up.astype(u32),
+        "pulses_down": rule.pulses_down.astype(u32),
+        "array_reads": reads_all + transfer,
+        "crosspoint_reads": reads_all * u32(n_in * n_out) + transfer * u32(n_out),
+        "dac_conversions": fwd * u32(t_rows * n_in) + bwd * u32(t_cols * n_out) + transfer * u32(n_in),
+        "adc_conversions": fwd * u32(t_cols * n_out) + bwd * u32(t_rows * n_in) + transfer * u32(n_out),
         "digital_ops": digital,
     }
 
@@ -309,7 +367,9 @@ def _eval_batch(graphdef, params, analog, rest, x, y, mask):
     logits = m(x)
     reads = []
     for _, layer in layers:
-        reads.append(jnp.sum(layer.tape.get_value()["reads"] * mask.astype(jnp.int32)))
+        layer_reads = layer.tape.get_value()["reads"]
+        rows_mask = tape_mask(mask, layer_reads.shape[0]).astype(jnp.int32)
+        reads.append((jnp.sum(layer_reads * rows_mask), jnp.sum(rows_mask)))
         layer.tape.set_value({})
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
     return correct, reads, split_state(m)[3]
@@ -326,13 +386,20 @@ def evaluate(
     """
     model = nnx.merge(graphdef, state.params, state.analog, state.rest)
     sizes = [
-        (_layer_name(p), layer.in_features, layer.out_features, layer.bias is not None)
+        (
+            _layer_name(p),
+            layer.in_features,
+            layer.out_features,
+            layer.bias is not None,
+            tuple(len(t) for t in tile_grid(layer.out_features, layer.in_features, layer.forward_io)),
+        )
         for p, layer in analog_layers(model)
     ]
     n = x.shape[0]
     rest = state.rest
     correct = 0
     reads = [0] * len(sizes)
+    vectors = [0] * len(sizes)  # input vectors per layer (a convolution reads one per patch)
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size]
         yb = y[start : start + batch_size]
@@ -343,17 +410,18 @@ def evaluate(
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
         c, r, rest = _eval_batch(graphdef, state.params, state.analog, rest, xb, yb, mask)
         correct += int(c)
-        reads = [a + int(b) for a, b in zip(reads, r, strict=True)]
+        reads = [a + int(b) for a, (b, _) in zip(reads, r, strict=True)]
+        vectors = [a + int(v) for a, (_, v) in zip(vectors, r, strict=True)]
     counts = {}
-    for (name, n_in, n_out, has_bias), r in zip(sizes, reads, strict=True):
+    for (name, n_in, n_out, has_bias, (t_rows, t_cols)), r, v in zip(sizes, reads, vectors, strict=True):
         counts[name] = {
             "pulses_up": 0,
             "pulses_down": 0,
             "array_reads": r,
             "crosspoint_reads": r * n_in * n_out,
-            "dac_conversions": r * n_in,
-            "adc_conversions": r * n_out,
-            "digital_ops": r * (n_in + n_out) + (n * n_out if has_bias else 0),
+            "dac_conversions": r * t_rows * n_in,
+            "adc_conversions": r * t_cols * n_out,
+            "digital_ops": r * (t_rows * n_in + t_cols * n_out + (t_cols - 1) * n_out) + (v * n_out if has_bias else 0),
         }
     return correct / n, state._replace(rest=rest), counts
 
@@ -460,7 +528,16 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, Devi
     sizes = (dataset.num_features, *config.hidden, dataset.num_classes)
     card = None if config.algorithm == "digital" else load_card(config.device)
     update = UpdateParameters(mode=config.update_mode)
-    model = MLP(sizes, config.activation, device=card, update=update, rngs=nnx.Rngs(config.seed))
+    rule = None if card is None else make_rule(config.algorithm, dict(config.algo_options))
+    model = MLP(
+        sizes,
+        config.activation,
+        device=card,
+        update=update,
+        algorithm=rule,
+        reference=config.reference,
+        rngs=nnx.Rngs(config.seed),
+    )
     return model, card
 
 
