@@ -250,3 +250,25 @@ def test_make_rule_parses_options_and_rejects_bad_ones():
         make_rule("adam")
     with pytest.raises(ConfigError, match="option 'bogus' is not allowed for agad"):
         TrainConfig(algorithm="agad", algo_options=(("bogus", "1"),)).validate()
+
+
+def test_symmetry_point_reference_reads_states_against_each_devices_symmetry_point():
+    from analogsim import AnalogLinear
+    from device_models import SoftBounds
+
+    device = SoftBounds(PulsedParams(up_down=0.5, dw_min_dtod=0.0, up_down_dtod=0.0, w_max_dtod=0.0, w_min_dtod=0.0))
+    # 16 inputs: initial weights within +-0.25, so w + 0.2 stays inside the bound 0.6
+    zero = AnalogLinear(16, 3, device=device, forward_io=PERFECT, rngs=nnx.Rngs(0))
+    shifted = AnalogLinear(16, 3, device=device, forward_io=PERFECT, reference="symmetry-point", rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(shifted.reference.get_value(), 0.2, atol=1e-6)  # 0.6 * 0.5 / 1.5
+    # same weights, stored 0.2 higher, read back the same
+    np.testing.assert_allclose(shifted.weight.get_value() - 0.2, zero.weight.get_value(), atol=1e-6)
+    x = jnp.ones((2, 16))
+    np.testing.assert_allclose(shifted(x), zero(x), atol=1e-5)
+    # the fast array of a transfer rule starts at its own symmetry point and reads as zero
+    rule = TTv2(fast_reference="symmetry-point")
+    state = rule.init(device, jnp.zeros((3, 4)), key=jax.random.key(0))
+    np.testing.assert_allclose(state.fast, 0.2, atol=1e-6)
+    np.testing.assert_allclose(state.fast - state.fast_offset, 0.0, atol=1e-7)
+    with pytest.raises(ValueError, match="reference: value 'middle' is not allowed"):
+        AnalogLinear(4, 3, device=device, reference="middle", rngs=nnx.Rngs(0))
