@@ -1,6 +1,20 @@
 """analogsim: train neural networks on simulated analog crossbars, and count the energy."""
 
+from .algorithms import (
+    AGAD,
+    ALGORITHMS,
+    SGD,
+    AbstractUpdateRule,
+    ChoppedTTv2,
+    MixedPrecision,
+    TikiTaka,
+    TTv2,
+    make_rule,
+)
+from .conv import AnalogConv, SmallCNN
+from .convert import convert
 from .data import DataError, Dataset, load_dataset
+from .inference import evaluate_after
 from .layers import AnalogLinear, AnalogWeight, DeviceParameters, analog_layers
 from .models import MLP
 from .periphery import IOParameters, analog_mvm, quantize
@@ -9,6 +23,17 @@ from .tile import analog_matmul
 from .training import ConfigError, TrainConfig, TrainingError, evaluate, make_train_step, train
 
 __all__ = [
+    "AGAD",
+    "ALGORITHMS",
+    "AbstractUpdateRule",
+    "ChoppedTTv2",
+    "MixedPrecision",
+    "SGD",
+    "TTv2",
+    "TikiTaka",
+    "evaluate_after",
+    "make_rule",
+    "AnalogConv",
     "AnalogLinear",
     "AnalogWeight",
     "ConfigError",
@@ -17,12 +42,14 @@ __all__ = [
     "DeviceParameters",
     "IOParameters",
     "MLP",
+    "SmallCNN",
     "TrainConfig",
     "TrainingError",
     "UpdateParameters",
     "analog_layers",
     "analog_matmul",
     "analog_mvm",
+    "convert",
     "evaluate",
     "load_dataset",
     "make_train_step",

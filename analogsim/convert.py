@@ -1,0 +1,219 @@
+"""Convert a trained digital nnx model into one whose dense and conv layers are analog.
+
+Every :class:`flax.nnx.Linear` and :class:`flax.nnx.Conv` found anywhere in the module tree
+(attributes, :class:`flax.nnx.List`, :class:`flax.nnx.Dict`, :class:`flax.nnx.Sequential`)
+becomes an :class:`~analogsim.layers.AnalogLinear` or :class:`~analogsim.conv.AnalogConv`
+with the digital weights programmed onto its devices; every other layer stays digital and
+unchanged. This is the usual starting point for hardware-aware fine-tuning or for studying
+inference on analog hardware (aihwkit's ``convert_to_analog``).
+
+*Mapping.* Device states live in normalised weight units within each cross-point's bounds.
+A layer's digital weights :math:`W` are mapped with a weight scale :math:`s`,
+
+.. math::
+    W_{array} = \\mathrm{clip}\\big(W / s + \\sigma_{prog}\\,\\xi,\\; b_{min}, b_{max}\\big),
+    \\qquad y = s\\,(W_{array} x) + b,
+
+where the factor :math:`s` is applied digitally to the analog output (the layer's
+``out_scale``), so the outputs are unchanged when nothing clips and :math:`\\sigma_{prog}=0`.
+With ``weight_scale="auto"``, :math:`s = \\max|W| / (0.9\\, w_{bound})`, with :math:`w_{bound}`
+the smaller magnitude of the card's nominal bounds ``w_max`` and ``w_min``, so the largest
+weight lands at 90 % of the nominal range. Programming writes the target states exactly
+(no pulse-by-pulse write-verify is simulated); ``programming_noise`` adds Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from device_models import AbstractPulsedModel, DeviceCard
+
+from .algorithms import SGD, AbstractUpdateRule
+from .conv import AnalogConv, conv_kernel_to_array
+from .layers import BACKWARD_IO, AnalogLinear
+from .periphery import IOParameters
+from .pulsed_update import UpdateParameters
+
+__all__ = ["AUTO_SCALE_FILL", "convert"]
+
+AUTO_SCALE_FILL = 0.9  # "auto" maps the largest |weight| to this fraction of the nominal bound
+
+
+def _path_name(path: tuple) -> str:
+    return "/".join(str(p) for p in path) or "<root>"
+
+
+def _indexed(parent, key) -> bool:
+    """Whether ``key`` of a module path indexes ``parent`` (a list or dict) rather than names an attribute."""
+    return isinstance(key, int) or isinstance(parent, nnx.List | nnx.Dict | list | dict | tuple)
+
+
+def _ones(value) -> bool:
+    return value is None or (value == 1 if isinstance(value, int) else all(v == 1 for v in value))
+
+
+def _analog_twin(layer: nnx.Linear | nnx.Conv, name: str, rngs: nnx.Rngs, kwargs: dict) -> AnalogLinear:
+    """An analog layer of ``layer``'s shape and settings (weights not yet programmed)."""
+    use_bias = layer.bias is not None
+    if isinstance(layer, nnx.Linear):
+        return AnalogLinear(layer.in_features, layer.out_features, use_bias=use_bias, rngs=rngs, **kwargs)
+    unsupported = []
+    if layer.feature_group_count != 1:
+        unsupported.append(f"feature_group_count={layer.feature_group_count} (only 1)")
+    if not _ones(layer.input_dilation):
+        unsupported.append(f"input_dilation={layer.input_dilation!r} (only 1)")
+    if layer.mask is not None:
+        unsupported.append("a kernel mask")
+    if unsupported:
+        raise ValueError(f"convert: conv layer {name} has {', '.join(unsupported)}; AnalogConv does not support it")
+    try:
+        return AnalogConv(
+            layer.in_features,
+            layer.out_features,
+            layer.kernel_size,
+            1 if layer.strides is None else layer.strides,
+            padding=layer.padding,
+            kernel_dilation=1 if layer.kernel_dilation is None else layer.kernel_dilation,
+            use_bias=use_bias,
+            rngs=rngs,
+            **kwargs,
+        )
+    except ValueError as e:
+        raise ValueError(f"convert: conv layer {name}: {e}") from None
+
+
+def _scale(w: jax.Array, model: AbstractPulsedModel, weight_scale, name: str) -> float:
+    if weight_scale is None:
+        return 1.0
+    if weight_scale == "auto":
+        bound = min(float(model.pulsed.w_max), -float(model.pulsed.w_min))
+        if not bound > 0:
+            raise ValueError(
+                f"convert: weight_scale 'auto' needs a device with w_max > 0 > w_min, got w_max={model.pulsed.w_max}, "
+                f"w_min={model.pulsed.w_min} (layer {name})"
+            )
+        w_abs = float(jnp.max(jnp.abs(w)))
+        return w_abs / (AUTO_SCALE_FILL * bound) if w_abs > 0 else 1.0
+    return float(weight_scale)
+
+
+def convert(
+    model: nnx.Module,
+    *,
+    device: DeviceCard | AbstractPulsedModel | str,
+    rngs: nnx.Rngs,
+    forward_io: IOParameters = IOParameters(),
+    backward_io: IOParameters = BACKWARD_IO,
+    update: UpdateParameters = UpdateParameters(),
+    algorithm: AbstractUpdateRule = SGD(),
+    reference: str = "zero",
+    weight_scale: str | float | None = "auto",
+    programming_noise: float = 0.0,
+    key: jax.Array | None = None,
+) -> nnx.Module:
+    """A copy of ``model`` with its ``nnx.Linear`` and ``nnx.Conv`` layers on analog arrays.
+
+    The digital weights :math:`W` of each layer are programmed as
+    :math:`\\mathrm{clip}(W/s + \\sigma_{prog}\\xi, b_{min}, b_{max})` (per cross-point
+    bounds, :math:`\\xi \\sim N(0,1)`) and the layer's output is multiplied back by :math:`s`
+    (its ``out_scale``); biases are copied as digital biases. ``model`` is not changed. A layer
+    shared by several paths stays shared (one analog array).
+
+    Args:
+      model: any nnx model; only its ``nnx.Linear`` and ``nnx.Conv`` layers are converted
+        (conv layers: 1-D or 2-D, no feature groups, no input dilation, no mask, padding
+        ``'SAME'``, ``'VALID'`` or explicit).
+      device: card name/path, :class:`~device_models.DeviceCard` or device model of the arrays.
+      rngs: ``params`` draws each array's device-to-device variation (and the initial weights
+        that programming overwrites); ``read`` seeds the read-noise streams.
+      forward_io: periphery of the forward reads.
+      backward_io: periphery of the backward reads.
+      update: pulsed-update settings (for training the converted model).
+      algorithm: update rule of the analog layers (:mod:`analogsim.algorithms`); its state is
+        built from the programmed weights.
+      reference: what the weights are read against (:class:`AnalogLinear`); the programmed
+        state is the target plus the reference.
+      weight_scale: ``"auto"`` (per layer, :math:`s = \\max|W| / (0.9\\,w_{bound})`, the
+        largest weight at 90 % of the card's nominal bound), a float :math:`s > 0` for every
+        layer (weight units per normalised device unit), or ``None`` (:math:`s = 1`: weights
+        programmed as they are, clipped to the bounds).
+      programming_noise: std :math:`\\sigma_{prog} \\ge 0` of Gaussian noise added to each
+        programmed state, in normalised device weight units (before the output scale ``s``).
+      key: PRNG key of the programming noise; required when ``programming_noise > 0``.
+
+    Returns:
+      The converted model (a new object; ``model`` keeps its layers and values).
+
+    Example:
+      >>> digital = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 2, rngs=nnx.Rngs(1)))
+      >>> analog = convert(digital, device="idealized", rngs=nnx.Rngs(2))
+    """
+    if not (weight_scale is None or weight_scale == "auto"):
+        if isinstance(weight_scale, str) or not (math.isfinite(weight_scale) and weight_scale > 0):
+            raise ValueError(
+                f"convert: weight_scale {weight_scale!r} is not allowed; allowed: 'auto', a finite float > 0, or None"
+            )
+    if not (math.isfinite(programming_noise) and programming_noise >= 0):
+        raise ValueError(
+            f"convert: programming_noise {programming_noise!r} is not allowed; must be a finite number >= 0"
+        )
+    if programming_noise > 0 and key is None:
+        raise ValueError("convert: programming_noise > 0 needs a PRNG key: pass key=jax.random.key(...)")
+    kwargs = {
+        "device": device,
+        "forward_io": forward_io,
+        "backward_io": backward_io,
+        "update": update,
+        "algorithm": algorithm,
+        "reference": reference,
+    }
+
+    root = nnx.clone(model)
+    if isinstance(root, nnx.Linear | nnx.Conv):
+        holder = nnx.List([root])
+    else:
+        holder = root
+    done: dict[int, AnalogLinear] = {}  # id of a digital layer -> its analog twin (shared layers stay shared)
+    count = 0
+    while True:
+        # a shared layer shows up once per pass; after its first path is replaced, the next pass finds the others
+        todo = [(p, m) for p, m in nnx.iter_modules(holder) if isinstance(m, nnx.Linear | nnx.Conv)]
+        if not todo:
+            break
+        for path, layer in todo:
+            name = _path_name(path if holder is root else path[1:])
+            if id(layer) not in done:
+                analog = _analog_twin(layer, name, rngs, kwargs)
+                w = layer.kernel.get_value()
+                w = w.T if isinstance(layer, nnx.Linear) else conv_kernel_to_array(w)
+                s = _scale(w, analog.model, weight_scale, name)
+                target = w.astype(jnp.float32) / s
+                if programming_noise > 0:
+                    noise_key = jax.random.fold_in(key, count)
+                    target = target + programming_noise * jax.random.normal(noise_key, target.shape, target.dtype)
+                cp = analog.device.get_value()
+                target = target + analog.reference.get_value()
+                analog.weight.set_value(jnp.clip(target, cp.b_min, cp.b_max))
+                # the rule's state (hidden arrays, buffers) starts from the programmed weights
+                analog.rule_state.set_value(
+                    analog.algorithm.init(analog.model, analog.weight.get_value(), key=rngs.params())
+                )
+                analog.out_scale.set_value(jnp.asarray(s, jnp.float32))
+                if layer.bias is not None:
+                    analog.bias.set_value(jnp.asarray(layer.bias.get_value(), jnp.float32))
+                done[id(layer)] = analog
+                count += 1
+            parent = holder
+            for p in path[:-1]:
+                parent = parent[p] if _indexed(parent, p) else getattr(parent, p)
+            if isinstance(parent, tuple):
+                raise ValueError(f"convert: layer {name} sits in a tuple, which cannot be changed; use nnx.List")
+            if _indexed(parent, path[-1]):
+                parent[path[-1]] = done[id(layer)]
+            else:
+                setattr(parent, path[-1], done[id(layer)])
+    return holder[0] if holder is not root else root
