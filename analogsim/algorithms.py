@@ -61,7 +61,14 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from device_models import AbstractPulsedModel, CrossPoints, apply_pulses, draw_crosspoints, symmetry_point
+from device_models import (
+    AbstractPulsedModel,
+    CrossPoints,
+    OneSided,
+    apply_pulses,
+    draw_crosspoints,
+    symmetry_point,
+)
 
 from .periphery import IOParameters
 from .pulsed_update import UpdateParameters, pulsed_update
@@ -73,8 +80,10 @@ __all__ = [
     "AbstractTransferRule",
     "AbstractUpdateRule",
     "ChoppedTTv2",
+    "DifferentialPair",
     "MixedPrecision",
     "MixedPrecisionState",
+    "PairState",
     "RuleCounts",
     "SGD",
     "SGDState",
@@ -196,6 +205,10 @@ class AbstractUpdateRule(abc.ABC):
     def read_weight(self, w: jax.Array, state: Any) -> jax.Array:
         """The weights the forward and backward passes read (``w`` unless the rule mixes arrays)."""
         return w
+
+    def program(self, model: AbstractPulsedModel, cp: CrossPoints, target: jax.Array) -> jax.Array:
+        """The states of the read array that hold the weights ``target`` (clipped to the bounds)."""
+        return jnp.clip(target, cp.b_min, cp.b_max)
 
     @abc.abstractmethod
     def update(
@@ -508,8 +521,88 @@ class MixedPrecision(AbstractUpdateRule):
         return w, MixedPrecisionState(chi, state.step + 1), counts._replace(digital_ops=counts.digital_ops + ops)
 
 
+class PairState(NamedTuple):
+    """The second device of each differential pair."""
+
+    minus: jax.Array  # G- (out, in), normalised units
+    minus_device: CrossPoints  # its own cross-point parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class DifferentialPair(AbstractUpdateRule):
+    """Analog SGD on differential pairs of one-sided devices, ``w = G+ - G-`` (aihwkit's
+    ``OneSidedUnitCell``, as used for PCM).
+
+    Each pair sees the same pulse trains: coincidences that would raise ``w`` potentiate ``G+``,
+    those that would lower it potentiate ``G-`` (:class:`device_models.OneSided`: neither
+    device is ever depressed by an update). A device that nears its upper bound cannot take
+    more updates, so after every mini-batch the pairs where ``max(G+, G-)`` exceeds
+    ``refresh_threshold`` of the device's upper bound are *refreshed*: ``w`` is read, both
+    devices are reset to their lower bound (one RESET pulse each, counted as a down pulse),
+    and ``|w|`` is written back into one of them by ``round(|w| / dw_min)`` potentiating
+    pulses (with their noise). aihwkit reads the refreshed weight through its own periphery;
+    here the refresh read is exact, and the ledger counts one array read per refreshed column.
+    """
+
+    name: ClassVar[str] = "sgd-pair"
+    refresh_threshold: float = 0.75  # fraction of b_max at which a pair is refreshed
+
+    def __post_init__(self):
+        v = self.refresh_threshold
+        if not (isinstance(v, int | float) and 0.0 < v <= 1.0):
+            raise ValueError(f"DifferentialPair.refresh_threshold: value {v!r} is not allowed; must be in (0, 1]")
+
+    def program(self, model, cp, target):
+        return jnp.clip(cp.b_min + jnp.maximum(target, 0.0), cp.b_min, cp.b_max)
+
+    def init(self, model, w, *, key):
+        # ``w`` is the weight target (before programming): its negative part goes to G-
+        minus_device = draw_crosspoints(model, w.shape, key=key, dtype=w.dtype)
+        minus = jnp.clip(minus_device.b_min + jnp.maximum(-w, 0.0), minus_device.b_min, minus_device.b_max)
+        return PairState(minus=minus, minus_device=minus_device)
+
+    def read_weight(self, w, state):
+        return w - state.minus
+
+    def update(self, model, cp, w, state, x, d, lr, up, *, key):
+        one = OneSided(model)
+        k_plus, k_refresh = jax.random.split(key)
+        # the same pulse trains drive both devices of a pair (same key, error of opposite sign)
+        k_minus = jax.random.clone(k_plus)
+        plus, p_plus = pulsed_update(one, cp, w, x, d, lr, up, key=k_plus)
+        minus, p_minus = pulsed_update(one, state.minus_device, state.minus, x, -d, lr, up, key=k_minus)
+        plus, minus, refreshed = self._refresh(model, cp, state.minus_device, plus, minus, up.mode, k_refresh)
+        counts = _counts(
+            p_plus.up + p_minus.up + refreshed.pulses_up,
+            refreshed.pulses_down,
+            refreshed.transfer_reads,
+            refreshed.digital_ops,
+        )
+        return plus, state._replace(minus=minus), counts
+
+    def _refresh(self, model, cp_plus, cp_minus, plus, minus, mode, key):
+        need = (plus - cp_plus.b_min > self.refresh_threshold * (cp_plus.b_max - cp_plus.b_min)) | (
+            minus - cp_minus.b_min > self.refresh_threshold * (cp_minus.b_max - cp_minus.b_min)
+        )
+        w = (plus - cp_plus.b_min) - (minus - cp_minus.b_min)
+        n = jnp.round(jnp.abs(w) / model.pulsed.dw_min).astype(jnp.int32)
+        k_p, k_m = jax.random.split(key)
+        one = OneSided(model)
+        new_plus, c_plus = apply_counts(
+            one, cp_plus, cp_plus.b_min + 0 * plus, jnp.where(need & (w > 0), n, 0), key=k_p, mode=mode
+        )
+        new_minus, c_minus = apply_counts(
+            one, cp_minus, cp_minus.b_min + 0 * minus, jnp.where(need & (w < 0), n, 0), key=k_m, mode=mode
+        )
+        plus = jnp.where(need, new_plus, plus)
+        minus = jnp.where(need, new_minus, minus)
+        resets = 2 * jnp.sum(need, dtype=jnp.int32)
+        columns = jnp.sum(jnp.any(need, axis=0), dtype=jnp.int32)
+        return plus, minus, _counts(c_plus.pulses_up + c_minus.pulses_up, resets, columns, 2 * plus.size)
+
+
 ALGORITHMS: dict[str, type[AbstractUpdateRule]] = {
-    cls.name: cls for cls in (SGD, TikiTaka, TTv2, ChoppedTTv2, AGAD, MixedPrecision)
+    cls.name: cls for cls in (SGD, TikiTaka, TTv2, ChoppedTTv2, AGAD, MixedPrecision, DifferentialPair)
 }
 
 

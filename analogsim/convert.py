@@ -197,11 +197,9 @@ def convert(
                     target = target + programming_noise * jax.random.normal(noise_key, target.shape, target.dtype)
                 cp = analog.device.get_value()
                 target = target + analog.reference.get_value()
-                analog.weight.set_value(jnp.clip(target, cp.b_min, cp.b_max))
-                # the rule's state (hidden arrays, buffers) starts from the programmed weights
-                analog.rule_state.set_value(
-                    analog.algorithm.init(analog.model, analog.weight.get_value(), key=rngs.params())
-                )
+                analog.weight.set_value(analog.algorithm.program(analog.model, cp, target))
+                # the rule's state (hidden arrays, buffers, a pair's second device) starts from the target
+                analog.rule_state.set_value(analog.algorithm.init(analog.model, target, key=rngs.params()))
                 analog.out_scale.set_value(jnp.asarray(s, jnp.float32))
                 if layer.bias is not None:
                     analog.bias.set_value(jnp.asarray(layer.bias.get_value(), jnp.float32))

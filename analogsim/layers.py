@@ -160,7 +160,7 @@ class AnalogLinear(nnx.Module):
         self.device = DeviceParameters(cp)
         ref = symmetry_point(self.model, cp) if reference == "symmetry-point" else jnp.zeros((), jnp.float32)
         self.reference = Reference(ref)
-        self.weight = AnalogWeight(jnp.clip(w0 + ref, cp.b_min, cp.b_max))
+        self.weight = AnalogWeight(algorithm.program(self.model, cp, w0 + ref))
         self.bias = (
             nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
         )
@@ -168,7 +168,7 @@ class AnalogLinear(nnx.Module):
         self.out_scale = OutputScale(jnp.ones((), jnp.float32))
         # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
         k_rule = jax.random.fold_in(k_dev, 1)
-        self.rule_state = RuleState(algorithm.init(self.model, self.weight.get_value(), key=k_rule))
+        self.rule_state = RuleState(algorithm.init(self.model, w0 + ref, key=k_rule))
         self.tape = Tape({})
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

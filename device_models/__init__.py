@@ -29,6 +29,7 @@ from .fitting import (
 )
 from .linear_step import LinearStep
 from .measurements import Measurement, MeasurementError, load_measurement
+from .one_sided import OneSided
 from .piecewise_step import PiecewiseStep
 from .pow_step import PowStep
 from .protonic import (
@@ -58,6 +59,7 @@ from .soft_bounds import SoftBounds
 __all__ = [
     "BUILTIN_CARDS",
     "MODELS",
+    "OneSided",
     "AbstractPulsedModel",
     "CardError",
     "ConstantStep",

@@ -52,7 +52,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .pulsed import AbstractPulsedModel, ParameterRule, PulsedParams
+import jax.numpy as jnp
+
+from .pulsed import AbstractPulsedModel, ParameterRule, PulsedParams, nominal_crosspoints
 from .registry import MODELS
 from .retention import Retention
 
@@ -94,7 +96,7 @@ _PULSED_CHECKS = {
     "up_down": (lambda v: -1 < v < 1, "in (-1, 1)"),
     "up_down_dtod": (lambda v: v >= 0, ">= 0"),
     "w_max": (lambda v: v > 0, "> 0"),
-    "w_min": (lambda v: v < 0, "< 0"),
+    "w_min": (lambda v: v <= 0, "<= 0 (0 only for one-directional devices whose steps stay finite there)"),
     "w_max_dtod": (lambda v: v >= 0, ">= 0"),
     "w_min_dtod": (lambda v: v >= 0, ">= 0"),
 }
@@ -109,6 +111,7 @@ BUILTIN_CARDS = (
     "reram-es-gong2018",
     "reram-sb",
     "capacitor-li2018",
+    "pcm-nandakumar2020",
     "idealized",
     "gokmen-vlasov-2016",
     "enode-lut",
@@ -404,6 +407,16 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         model = model_cls(pulsed=PulsedParams(**values), **model_values)
     except ValueError as err:  # a model's own consistency checks (e.g. table shapes)
         raise CardError(f"{source}: {err}") from None
+    if values["w_min"] == 0:
+        # a lower bound of 0 is fine for one-directional devices (PCM) unless the model's step
+        # divides by it (soft bounds, linear step)
+        cp = nominal_crosspoints(model, (17,))
+        w = jnp.linspace(0.0, values["w_max"], 17)
+        if not bool(jnp.all(jnp.isfinite(model.step_up(cp, w)) & jnp.isfinite(model.step_down(cp, w)))):
+            raise CardError(
+                f"{source}: field 'parameters.w_min': value 0.0 is not allowed for model {model_name!r} "
+                "(its steps are not finite at a zero bound); must be < 0"
+            )
     return DeviceCard(
         name=name,
         model=model,

@@ -272,3 +272,40 @@ def test_symmetry_point_reference_reads_states_against_each_devices_symmetry_poi
     np.testing.assert_allclose(state.fast - state.fast_offset, 0.0, atol=1e-7)
     with pytest.raises(ValueError, match="reference: value 'middle' is not allowed"):
         AnalogLinear(4, 3, device=device, reference="middle", rngs=nnx.Rngs(0))
+
+
+def test_differential_pair_pulses_one_side_each_way_and_refreshes_saturated_pairs():
+    from analogsim.algorithms import DifferentialPair
+
+    # a noise-free one-directional device on [0, 1]: each pulse moves by exactly 0.01
+    device = ConstantStep(
+        PulsedParams(
+            dw_min=0.01, dw_min_dtod=0.0, dw_min_std=0.0, up_down_dtod=0.0, w_min=0.0, w_max=1.0, w_max_dtod=0.0
+        )
+    )
+    rule = DifferentialPair(refresh_threshold=0.75)
+    cp = nominal_crosspoints(device, (1, 2))
+    target = jnp.array([[0.3, -0.2]])
+    plus = rule.program(device, cp, target)
+    state = rule.init(device, target, key=jax.random.key(0))
+    np.testing.assert_allclose(plus, [[0.3, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(state.minus, [[0.0, 0.2]], atol=1e-7)
+    np.testing.assert_allclose(rule.read_weight(plus, state), target, atol=1e-7)
+    # d < 0 with x > 0 raises w: only G+ is potentiated; the opposite error only G-
+    x = jnp.array([[1.0, 1.0]])
+    up = UpdateParameters(mode="exact")
+    p1, s1, c1 = rule.update(device, cp, plus, state, x, jnp.array([[-0.05]]), 1.0, up, key=jax.random.key(1))
+    assert bool(jnp.all(p1 >= plus)) and float(jnp.sum(p1 - plus)) > 0
+    np.testing.assert_array_equal(s1.minus, state.minus)
+    p2, s2, c2 = rule.update(device, cp, plus, state, x, jnp.array([[0.05]]), 1.0, up, key=jax.random.key(2))
+    np.testing.assert_array_equal(p2, plus)
+    assert float(jnp.sum(s2.minus - state.minus)) > 0
+    assert int(c1.pulses_down) == int(c2.pulses_down) == 0  # no refresh yet, no RESET
+    # a pair above 75% of the range is refreshed: both reset, |w| written back into one device
+    plus = jnp.array([[0.9, 0.1]])
+    state = state._replace(minus=jnp.array([[0.6, 0.85]]))
+    zero = jnp.zeros((1, 1))
+    p3, s3, c3 = rule.update(device, cp, plus, state, x, zero, 1.0, up, key=jax.random.key(3))
+    np.testing.assert_allclose(p3, [[0.3, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(s3.minus, [[0.0, 0.75]], atol=1e-6)
+    assert int(c3.pulses_down) == 4 and int(c3.pulses_up) == 30 + 75 and int(c3.transfer_reads) == 2
