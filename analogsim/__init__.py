@@ -17,6 +17,17 @@ from .data import DataError, Dataset, load_dataset
 from .inference import evaluate_after
 from .layers import AnalogLinear, AnalogWeight, DeviceParameters, analog_layers
 from .models import MLP
+from .parallel import (
+    data_mesh,
+    device_variants,
+    evaluate_sweep,
+    make_data_parallel_step,
+    make_sweep_step,
+    replicate,
+    shard_step,
+    stack_states,
+    unstack_state,
+)
 from .periphery import IOParameters, analog_mvm, quantize
 from .pulsed_update import UpdateParameters, pulse_probabilities, pulsed_update
 from .tile import analog_matmul
@@ -32,6 +43,15 @@ __all__ = [
     "TTv2",
     "TikiTaka",
     "evaluate_after",
+    "data_mesh",
+    "device_variants",
+    "evaluate_sweep",
+    "make_data_parallel_step",
+    "make_sweep_step",
+    "replicate",
+    "shard_step",
+    "stack_states",
+    "unstack_state",
     "make_rule",
     "AnalogConv",
     "AnalogLinear",
