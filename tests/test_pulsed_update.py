@@ -181,7 +181,11 @@ _REGIMES = {"one slot": (0.1, 0.6), "many slots": (1.0, 1.0)}
 
 @pytest.mark.parametrize("regime", list(_REGIMES))
 @pytest.mark.parametrize("path", ["dense", "sparse"])
-@pytest.mark.parametrize("model_cls", [SoftBounds, ConstantStep, LookupTable])
+# soft bounds in the default run; the other models (4,000 draws each) with `pytest -m slow`
+@pytest.mark.parametrize(
+    "model_cls",
+    [SoftBounds, pytest.param(ConstantStep, marks=pytest.mark.slow), pytest.param(LookupTable, marks=pytest.mark.slow)],
+)
 def test_exact_equals_slot_by_slot_in_distribution(model_cls, path, regime, monkeypatch):
     """Counting coincidences and applying each cross-point's pulses one after another is the
     slot-by-slot algorithm in distribution: per cross-point means and variances of the final
