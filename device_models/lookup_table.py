@@ -111,14 +111,24 @@ class LookupTable(AbstractPulsedModel):
         return cdf, nodes, up, down
 
     def _moments(self, table, cdf, nodes, w):
-        """Mean and second moment of the change sampled at ``w``: exact for the sampler, whose
-        quantile function is the column interpolated at ``w`` and linear in ``u`` between rows."""
+        r"""Mean and second moment of the change sampled at ``w``: exact for the sampler, whose
+        quantile function is the column interpolated at ``w`` and linear in ``u`` between rows.
+
+        With the column :math:`c = (1-t)\,T_{:,k} + t\,T_{:,k+1}`, the mean is linear and the
+        second moment quadratic in ``t``; their coefficients are per-node sums over the (small)
+        table, so each weight costs one grid search and a few gathers from vectors of len(nodes)
+        instead of a gather of a whole table column.
+        """
         k, t = _interp_index(nodes, w)
-        col = table[:, k] * (1 - t) + table[:, k + 1] * t  # (rows, *w.shape)
-        a, b = col[:-1], col[1:]
-        dp = jnp.diff(cdf).reshape((-1,) + (1,) * w.ndim)
-        mean = jnp.sum(0.5 * (a + b) * dp, axis=0)
-        second = jnp.sum((a * a + a * b + b * b) / 3.0 * dp, axis=0)
+        dp = jnp.diff(cdf)[:, None]  # (rows - 1, 1)
+        a, b = table[:-1], table[1:]  # row r and r + 1 of every column, (rows - 1, nodes)
+        mean_node = jnp.sum(0.5 * (a + b) * dp, axis=0)  # (nodes,)
+        second_node = jnp.sum((a * a + a * b + b * b) / 3.0 * dp, axis=0)
+        # the cross term of neighbouring columns j, j + 1: E over u of c_j(u) c_{j+1}(u)
+        a0, b0, a1, b1 = a[:, :-1], b[:, :-1], a[:, 1:], b[:, 1:]
+        cross_node = jnp.sum((2 * a0 * a1 + a0 * b1 + b0 * a1 + 2 * b0 * b1) / 6.0 * dp, axis=0)  # (nodes - 1,)
+        mean = mean_node[k] * (1 - t) + mean_node[k + 1] * t
+        second = second_node[k] * (1 - t) ** 2 + 2 * cross_node[k] * t * (1 - t) + second_node[k + 1] * t**2
         return mean, second
 
     def _gain(self, cp: CrossPoints, up: bool, dtype):
