@@ -32,14 +32,17 @@ full (RT-MNIST from ``--data mnist10k.npz``: the 784-256-128-10 reference task, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+
 import device_models
-from analogsim import TrainConfig, load_dataset, train
+from analogsim import TrainConfig, train
 
 NAME = "asymmetry_and_algorithms"
 RULES = ("sgd", "tiki-taka", "ttv2", "chopped-ttv2", "agad", "mixed-precision")
@@ -84,14 +87,9 @@ def symmetry_point(up_down: float, w_max: float = 0.6) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    mode = mode_of(args)
     epochs, hidden, cards, table_rules, asymmetries, sweep_rules = SETTINGS[mode]
-    if mode == "full":
-        if not args.data:
-            raise SystemExit("error: the full run trains on RT-MNIST: give --data PATH/mnist10k.npz (or use --quick)")
-        data = load_dataset(args.data)
-    else:
-        data = load_dataset("digits")
+    data = dataset_for(mode, args.data, "python experiments/asymmetry_and_algorithms.py --data mnist10k.npz")
     t_start = time.perf_counter()
 
     def fit(device: str, algorithm: str, reference: str = "zero", options: tuple = ()) -> dict:
@@ -186,25 +184,10 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="digits, 3 epochs, 3 cards")
-    ap.add_argument("--tiny", action="store_true", help="for the test suite: 1 epoch, two rules")
+    ap = parser(NAME, __doc__, "digits, 3 epochs, 3 cards", "1 epoch, two rules")
     ap.add_argument("--data", default=None, help="RT-MNIST npz (x_train, y_train, x_test, y_test) for the full run")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=f"results/{NAME}", help="output directory (default: %(default)s)")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing results.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    json_path, png_path = out / "results.json", out / f"{NAME}.png"
-    if json_path.exists() and not args.force:
-        print(f"error: {json_path} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    result = run(args)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    plot(result, png_path)
-    print(f"wrote {json_path} and {png_path}")
-    return 0
+    return write_results(NAME, ap.parse_args(argv), run, plot)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,17 @@ panels) under ``--out`` (default ``results/device_requirements``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+
 import device_models
-from analogsim import TrainConfig, load_dataset, train
+from analogsim import TrainConfig, train
 
 NAME = "device_requirements"
 BASE_CARD = "constant-step"
@@ -102,14 +105,9 @@ def states(values: dict[str, float]) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    mode = mode_of(args)
     epochs, hidden, lr = TRAINING[mode]
-    if mode == "full":
-        if not args.data:
-            raise SystemExit("error: the full run trains on RT-MNIST: give --data PATH/mnist10k.npz (or use --quick)")
-        data = load_dataset(args.data)
-    else:
-        data = load_dataset("digits")
+    data = dataset_for(mode, args.data, "python experiments/device_requirements.py --data mnist10k.npz")
     t_start = time.perf_counter()
 
     def fit(device: str, algorithm: str = "sgd") -> dict:
@@ -212,29 +210,19 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _summary(result: dict) -> str:
+    lines = []
+    for factor, f in result["factors"].items():
+        lines.append(f"{factor:<12} tolerated: {f['tolerated_text']:<32} paper: {f['paper']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="digits, 3 points per factor, 3 epochs")
-    ap.add_argument("--tiny", action="store_true", help="for the test suite: 2 points per factor, 1 epoch")
+    ap = parser(NAME, __doc__, "digits, 3 points per factor, 3 epochs", "2 points per factor, 1 epoch")
     ap.add_argument("--data", default=None, help="RT-MNIST npz (x_train, y_train, x_test, y_test) for the full run")
     ap.add_argument("--tolerance", type=float, default=0.01, help="accuracy drop still tolerated (default %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=f"results/{NAME}", help="output directory (default: %(default)s)")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing results.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    json_path, png_path = out / "results.json", out / f"{NAME}.png"
-    if json_path.exists() and not args.force:
-        print(f"error: {json_path} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    result = run(args)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    plot(result, png_path)
-    for factor, f in result["factors"].items():
-        print(f"{factor:<12} tolerated: {f['tolerated_text']:<32} paper: {f['paper']}")
-    print(f"wrote {json_path} and {png_path}")
-    return 0
+    return write_results(NAME, ap.parse_args(argv), run, plot, _summary)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from ``--data mnist10k.npz``, 4 V x 4 widths, 5 epochs, the reference task's set
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -45,8 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+
 import device_models
-from analogsim import TrainConfig, load_dataset, train
+from analogsim import TrainConfig, train
 
 NAME = "protonic_operating_point"
 CARD = "wo3-psg-onen2022"
@@ -143,19 +146,14 @@ def pareto(points: list[dict], energy_key: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    mode = mode_of(args)
     voltages, widths = GRIDS[mode]
     if args.voltages:
         voltages = tuple(float(v) for v in args.voltages.split(","))
     if args.widths_ns:
         widths = tuple(float(w) * 1e-9 for w in args.widths_ns.split(","))
     epochs, hidden, lr = TRAINING[mode]
-    if mode == "full":
-        if not args.data:
-            raise SystemExit("error: the full run trains on RT-MNIST: give --data PATH/mnist10k.npz (or use --quick)")
-        data = load_dataset(args.data)
-    else:
-        data = load_dataset("digits")
+    data = dataset_for(mode, args.data, "python experiments/protonic_operating_point.py --data mnist10k.npz")
     points = []
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="analogsim-opoint-") as tmp:
@@ -261,32 +259,19 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _summary(result: dict) -> str:
+    best = result["best"]
+    return f"best: {best['label']} ({best['test_accuracy']:.4f}); frontier: {result['frontier_total']}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="digits, 3 voltages x 2 widths, 3 epochs")
-    ap.add_argument("--tiny", action="store_true", help="for the test suite: 2 points, 1 epoch")
+    ap = parser(NAME, __doc__, "digits, 3 voltages x 2 widths, 3 epochs", "2 points, 1 epoch")
     ap.add_argument("--data", default=None, help="RT-MNIST npz (x_train, y_train, x_test, y_test) for the full run")
     ap.add_argument("--voltages", default=None, help="comma-separated gate voltages (V), overriding the mode's grid")
     ap.add_argument("--widths-ns", default=None, help="comma-separated pulse widths (ns), overriding the mode's grid")
     ap.add_argument("--controller", choices=("operating", "card"), default="operating", help="see the module docstring")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=f"results/{NAME}", help="output directory (default: %(default)s)")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing results.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    json_path, png_path = out / "results.json", out / f"{NAME}.png"
-    if json_path.exists() and not args.force:
-        print(f"error: {json_path} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    result = run(args)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    plot(result, png_path)
-    print(
-        f"best: {result['best']['label']} ({result['best']['test_accuracy']:.4f}); frontier: {result['frontier_total']}"
-    )
-    print(f"wrote {json_path} and {png_path}")
-    return 0
+    return write_results(NAME, ap.parse_args(argv), run, plot, _summary)
 
 
 if __name__ == "__main__":

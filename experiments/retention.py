@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import tempfile
@@ -36,8 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+
 import device_models
-from analogsim import TrainConfig, load_dataset, train
+from analogsim import TrainConfig, train
 from analogsim.inference import evaluate_after
 
 NAME = "retention"
@@ -85,11 +88,11 @@ def drift_card(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict:
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    mode = mode_of(args)
     cards, seeds, epochs, hidden, lr = MODES[mode]
     if args.cards:
         cards = tuple(args.cards.split(","))
-    data = load_dataset("digits")
+    data = dataset_for(mode, None, "")
     times = [t for t, _ in TIMES]
     rows = []
     t_start = time.perf_counter()
@@ -189,24 +192,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="3 cards, 1 seed, 3 epochs")
-    ap.add_argument("--tiny", action="store_true", help="for the test suite: 1 card, 1 epoch, one analog layer")
+    ap = parser(NAME, __doc__, "3 cards, 1 seed, 3 epochs", "1 card, 1 epoch, one analog layer")
     ap.add_argument("--cards", default=None, help=f"comma-separated cards (built-in names, paths, or {DRIFT_CARD})")
-    ap.add_argument("--out", default=f"results/{NAME}", help="output directory (default: %(default)s)")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing results.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    json_path, png_path = out / "results.json", out / f"{NAME}.png"
-    if json_path.exists() and not args.force:
-        print(f"error: {json_path} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    result = run(args)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    plot(result, png_path)
-    print(f"wrote {json_path} and {png_path}")
-    return 0
+    return write_results(NAME, ap.parse_args(argv), run, plot)
 
 
 if __name__ == "__main__":
