@@ -113,3 +113,29 @@ def test_asymmetry_and_algorithms(tmp_path):
     assert point["up_down"] == 0.5 and point["symmetry_point"] == pytest.approx(0.2)
     assert point["variant"] == "sgd, SP reference" and point["reference"] == "symmetry-point"
     assert max(row["test_accuracy"] for row in rows) > 0.25  # one epoch of a 16-wide net; chance is 0.1
+
+
+def test_device_zoo(tmp_path):
+    r = _run("device_zoo", tmp_path / "zoo")
+    assert [row["card"] for row in r["cards"]] == ["soft-bounds", "wo3-psg-onen2022", "pcm-nandakumar2020"]
+    by_card = {row["card"]: row for row in r["cards"]}
+    # the one-directional PCM card trains as a differential pair at a tenth of the learning rate
+    assert by_card["pcm-nandakumar2020"]["algorithm"] == "sgd-pair"
+    assert by_card["pcm-nandakumar2020"]["lr"] == pytest.approx(0.1 * by_card["soft-bounds"]["lr"])
+    assert r["digital"]["write_energy_per_epoch_j"] == 0.0 and r["digital"]["pulses_per_epoch"] == 0
+    for row in r["cards"]:
+        assert _is_accuracy(row["test_accuracy"]) and row["samples_per_s"] > 0 and row["train_wall_s"] > 0
+        assert row["energy_per_epoch_j"] > row["write_energy_per_epoch_j"] > 0
+        # the write energy is the ledger's pulses times the card's price per pulse
+        assert row["write_energy_per_epoch_j"] == pytest.approx(row["pulses_per_epoch"] * row["pulse_energy_j"], rel=1e-6)
+    # the protonic card prices its pulses from its own physics (3.48 fJ at 10 V, 5 ns)
+    assert by_card["wo3-psg-onen2022"]["pulse_energy_j"] == pytest.approx(3.48e-15, rel=0.01)
+    assert max(row["test_accuracy"] for row in r["cards"]) > 0.25
+
+
+def test_device_zoo_rejects_an_unknown_card(tmp_path, capsys):
+    rc = _script("device_zoo").main(["--tiny", "--cards", "soft-bounds,no-such-card", "--out", str(tmp_path / "zoo")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --cards:") and "no-such-card" in err and "\n" not in err
+    assert not (tmp_path / "zoo").exists()
