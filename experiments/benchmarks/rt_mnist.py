@@ -7,6 +7,12 @@ ratio compares like with like.
 
     python experiments/benchmarks/rt_mnist.py --data ../shared/data/mnist-10k/mnist10k.npz \
         --devices constant-step,soft-bounds --modes exact,expected,gaussian --json results/rt_mnist.json
+    python experiments/benchmarks/rt_mnist.py --data ../shared/data/mnist-10k/mnist10k.npz \
+        --devices soft-bounds --modes expected --algorithms ttv2,chopped-ttv2
+
+Every device x algorithm x mode asked runs (``digital`` ignores device and mode). The JSON
+also records the JAX backend and devices, the machine's load average, and the peak resident
+memory of the process (``ru_maxrss``: all runs together, so an upper bound for each).
 
 Throughput is the trainer's (median over epochs after the first). On a shared machine, set
 ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` for one
@@ -19,8 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import resource
 import sys
 from pathlib import Path
+
+import jax
 
 from analogsim import TrainConfig, load_dataset, train
 
@@ -30,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="path to mnist10k.npz (default: the digits set)")
     ap.add_argument("--devices", default="constant-step,soft-bounds", help="comma-separated card names")
     ap.add_argument("--modes", default="exact,expected,gaussian", help="comma-separated update modes")
+    ap.add_argument("--algorithms", default="sgd", help="comma-separated update rules (e.g. sgd,ttv2,chopped-ttv2)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -38,7 +50,13 @@ def main(argv=None) -> int:
     data = load_dataset(args.data) if args.data else load_dataset("digits")
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = [("digital", "-", "-")]
-    runs += [("sgd", dev, mode) for dev in args.devices.split(",") for mode in args.modes.split(",")]
+    runs += [
+        (algo, dev, mode)
+        for algo in args.algorithms.split(",")
+        if algo != "digital"
+        for dev in args.devices.split(",")
+        for mode in args.modes.split(",")
+    ]
     rows = []
     baseline_rate = None
     for algorithm, device, mode in runs:
@@ -83,9 +101,21 @@ def main(argv=None) -> int:
             f"| {r['algorithm']} | {r['device']} | {r['mode']} | {r['seed']} | {100 * r['test_accuracy']:.1f}% "
             f"| {r['samples_per_s']:,.0f} | {r['ratio_to_digital']:.3f} |"
         )
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    machine = {
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "peak_rss_mib": peak_mib,
+    }
+    print(f"backend {machine['backend']} ({machine['devices'][0]}), peak resident memory {peak_mib:,.0f} MiB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"data": data.name, "epochs": args.epochs, "rows": rows}, indent=2))
+        doc = {"data": data.name, "epochs": args.epochs, "machine": machine, "rows": rows}
+        Path(args.json).write_text(json.dumps(doc, indent=2))
     print(json.dumps(rows))
     return 0
 
