@@ -46,6 +46,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from .rng import fast_key
+
 __all__ = ["IOParameters", "MVMResult", "analog_mvm", "quantize"]
 
 
@@ -210,6 +212,8 @@ def analog_mvm(
             over = over & valid_outputs
         return jnp.clip(y, -io.out_bound, io.out_bound), jnp.any(over, axis=-1)
 
+    if key is not None and (io.out_noise > 0 or io.w_noise > 0):
+        key = fast_key(key)  # a Philox key: the read noise is most of a read's random numbers
     ones = jnp.ones((batch,), x.dtype)
     if io.bound_management == "none":
         y, _ = read(ones, key)

@@ -84,6 +84,8 @@ import jax.numpy as jnp
 
 from device_models import AbstractPulsedModel, CrossPoints, apply_pulses, expected_step
 
+from .rng import fast_key as _fast_key
+
 __all__ = ["UPDATE_MODES", "PulseCounts", "UpdateParameters", "pulse_probabilities", "pulsed_update"]
 
 UPDATE_MODES = ("exact", "expected", "gaussian")
@@ -192,29 +194,6 @@ def _slot_by_slot(model, cp, w, x, d, lr, up, key):
     return w, PulseCounts(up=n_up, down=n_down)
 
 
-_FAST_IMPL = "philox4x32"  # counter-based (Salmon et al., 2011), no rolled loop on CPU
-
-
-@functools.cache
-def _fast_impl_available() -> bool:
-    try:
-        jax.random.wrap_key_data(jnp.zeros((2,), jnp.uint32), impl=_FAST_IMPL)
-    except (ValueError, KeyError, TypeError):  # an older JAX without Philox
-        return False
-    return True
-
-
-def _fast_key(key: jax.Array) -> jax.Array:
-    """A Philox key drawn from ``key``, for the many small draws of the ``exact`` rung.
-
-    On CPU, JAX lowers Threefry with a rolled loop: each draw of a few thousand numbers costs
-    a loop of small kernels, which dominated the per-sample work. Philox 4x32 (64-bit key) is a
-    single kernel and draws 1.5-2x faster. The result is still a pure function of ``key``; with
-    a JAX that lacks Philox, ``key`` is used as it is.
-    """
-    if not _fast_impl_available():
-        return key
-    return jax.random.wrap_key_data(jax.random.bits(key, (2,), jnp.uint32), impl=_FAST_IMPL)
 
 
 def _fire_masks(key: jax.Array, prob: jax.Array, bl: jax.Array, n_words: int) -> jax.Array:
