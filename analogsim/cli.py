@@ -98,13 +98,23 @@ def _parser() -> argparse.ArgumentParser:
         choices=("zero", "symmetry-point"),
         help="read analog weights against 0 or against each device's symmetry point",
     )
-    t.add_argument("--update-mode", default=d.update_mode, help="pulsed-update rung of the fidelity ladder (exact)")
+    t.add_argument(
+        "--update-mode",
+        default=d.update_mode,
+        help="pulsed-update rung of the fidelity ladder: exact, expected or gaussian (default %(default)s)",
+    )
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     t.add_argument("--lr", type=_positive_float, default=d.lr)
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="hidden widths, e.g. 256,128")
     t.add_argument("--activation", default=d.activation, choices=("tanh", "relu", "sigmoid"))
     t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument(
+        "--steps-per-call",
+        type=_positive_int,
+        default=d.steps_per_call,
+        help="training steps per compiled call (speed only; default %(default)s)",
+    )
     t.add_argument("--energy-report", default=None, metavar="FILE.json", help="write the energy ledger here")
     t.add_argument("--force", action="store_true", help="overwrite an existing --energy-report file")
     t.add_argument(
@@ -229,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             grid_intensity=args.grid_intensity,
             checkpoint_dir=args.checkpoint_dir,
             resume=args.resume,
+            steps_per_call=args.steps_per_call,
         )
         config.validate()
         if config.algorithm != "digital":

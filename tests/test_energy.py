@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from analogsim import AnalogLinear, IOParameters, make_train_step
+from analogsim import AnalogLinear, IOParameters, UpdateParameters, make_train_step
 from analogsim.algorithms import RuleCounts
 from analogsim.energy import analog_prices, converter_bits, host_counts, price_report
 from analogsim.periphery_card import PeripheryCardError, load_periphery_card
@@ -98,7 +98,15 @@ def test_step_counts_of_a_2x3_array_by_hand():
 
 class OneLayer(nnx.Module):
     def __init__(self, card, rngs):
-        self.layer = AnalogLinear(3, 2, device=card, forward_io=IOParameters(out_noise=0.0), rngs=rngs)
+        # a rung that applies whole pulses, so that the weight change shows each pulse counted
+        self.layer = AnalogLinear(
+            3,
+            2,
+            device=card,
+            forward_io=IOParameters(out_noise=0.0),
+            update=UpdateParameters(mode="expected"),
+            rngs=rngs,
+        )
 
     def __call__(self, x):
         return self.layer(x)
