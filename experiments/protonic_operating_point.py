@@ -197,7 +197,14 @@ def run(args: argparse.Namespace) -> dict:
         "dataset": data.name,
         "card": CARD,
         "controller": args.controller,
-        "config": {"epochs": epochs, "hidden": list(hidden), "lr": lr, "batch_size": 64, "seed": args.seed},
+        "config": {
+            "epochs": epochs,
+            "hidden": list(hidden),
+            "lr": lr,
+            "batch_size": 64,
+            "update_mode": TrainConfig().update_mode,
+            "seed": args.seed,
+        },
         "energy_model": {
             "pulse_energy": "E = V * Q0 * M(V, t) + C_g * V^2 (device_models.pulse_energy_j, no leakage)",
             "q0_c": Q0_C,

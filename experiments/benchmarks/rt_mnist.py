@@ -44,6 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--algorithms", default="sgd", help="comma-separated update rules (e.g. sgd,ttv2,chopped-ttv2)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
+    ap.add_argument(
+        "--steps-per-call",
+        default="1",
+        help="comma-separated training steps per compiled call; each value gets its own digital baseline",
+    )
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
 
@@ -58,47 +63,53 @@ def main(argv=None) -> int:
         for mode in args.modes.split(",")
     ]
     rows = []
-    baseline_rate = None
-    for algorithm, device, mode in runs:
-        for seed in seeds:
-            cfg = TrainConfig(
-                algorithm=algorithm,
-                device=device if device != "-" else "constant-step",
-                update_mode=mode if mode != "-" else "exact",
-                epochs=args.epochs,
-                batch_size=64,
-                lr=0.1,
-                hidden=(256, 128),
-                activation="tanh",
-                seed=seed,
-            )
-            res = train(cfg, progress=False, dataset=data)
-            if algorithm == "digital" and baseline_rate is None:
-                baseline_rate = res["samples_per_s"]
-            row = {
-                "algorithm": algorithm,
-                "device": device,
-                "mode": mode,
-                "seed": seed,
-                "test_accuracy": res["test_accuracy"],
-                "samples_per_s": res["samples_per_s"],
-                "ratio_to_digital": res["samples_per_s"] / baseline_rate,
-                "energy_j": res["energy_j"]["total"],
-            }
-            rows.append(row)
-            print(
-                f"{algorithm:<8} {device:<14} {mode:<8} seed {seed}: test acc {row['test_accuracy']:.4f}  "
-                f"{row['samples_per_s']:>10,.0f} samples/s  ({row['ratio_to_digital']:.3f}x digital)",
-                flush=True,
-            )
+    for spc in (int(v) for v in args.steps_per_call.split(",")):
+        baseline_rate = None
+        for algorithm, device, mode in runs:
+            for seed in seeds:
+                cfg = TrainConfig(
+                    algorithm=algorithm,
+                    device=device if device != "-" else "constant-step",
+                    update_mode=mode if mode != "-" else "gaussian",
+                    epochs=args.epochs,
+                    batch_size=64,
+                    lr=0.1,
+                    hidden=(256, 128),
+                    activation="tanh",
+                    seed=seed,
+                    steps_per_call=spc,
+                )
+                res = train(cfg, progress=False, dataset=data)
+                if algorithm == "digital" and baseline_rate is None:
+                    baseline_rate = res["samples_per_s"]
+                row = {
+                    "algorithm": algorithm,
+                    "device": device,
+                    "mode": mode,
+                    "steps_per_call": spc,
+                    "seed": seed,
+                    "test_accuracy": res["test_accuracy"],
+                    "samples_per_s": res["samples_per_s"],
+                    "ratio_to_digital": res["samples_per_s"] / baseline_rate,
+                    "energy_j": res["energy_j"]["total"],
+                }
+                rows.append(row)
+                print(
+                    f"{algorithm:<12} {device:<14} {mode:<8} spc {spc:<3} seed {seed}: test acc "
+                    f"{row['test_accuracy']:.4f}  {row['samples_per_s']:>10,.0f} samples/s  "
+                    f"({row['ratio_to_digital']:.3f}x digital)",
+                    flush=True,
+                )
     print()
     print(
-        f"| algorithm | device | mode | seed | test accuracy | samples/s | x digital |  (data: {data.name}, {args.epochs} epochs)"
+        f"| algorithm | device | mode | steps/call | seed | test accuracy | samples/s | x digital |  "
+        f"(data: {data.name}, {args.epochs} epochs)"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['algorithm']} | {r['device']} | {r['mode']} | {r['seed']} | {100 * r['test_accuracy']:.1f}% "
+            f"| {r['algorithm']} | {r['device']} | {r['mode']} | {r['steps_per_call']} | {r['seed']} "
+            f"| {100 * r['test_accuracy']:.1f}% "
             f"| {r['samples_per_s']:,.0f} | {r['ratio_to_digital']:.3f} |"
         )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
