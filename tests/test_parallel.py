@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import nnx
 
-from analogsim import MLP, evaluate, make_train_step
+from analogsim import MLP, UpdateParameters, evaluate, make_train_step
 from analogsim.parallel import (
     CROSSPOINT_PARAMETERS,
     check_sweepable,
@@ -41,8 +41,8 @@ def data():
     return jnp.asarray(x), jnp.asarray(y)
 
 
-def mlp(seed, device="constant-step"):
-    return MLP(SIZES, device=device, rngs=nnx.Rngs(seed))
+def mlp(seed, device="constant-step", mode="gaussian"):
+    return MLP(SIZES, device=device, update=UpdateParameters(mode=mode), rngs=nnx.Rngs(seed))
 
 
 def batch(i, n=96):
@@ -149,10 +149,11 @@ def test_sweep_rejects_other_graphs_and_bad_keys(data):
 
 def test_c2c_sweep_is_carried_by_the_crosspoint_draws(data):
     """Variants that differ only in dw_min_std share the program and the d2d draws; after one step
-    from the same state with the same key the c2c noise is linear in dw_min_std:
+    from the same state with the same key, in the ``expected`` rung (whole pulses, summed c2c
+    noise of std sqrt(n) c dw) the c2c noise is linear in dw_min_std:
     w(c) = w(0) + c * sigma_1 * xi, so w(2) - w(0) = 2 (w(1) - w(0)) where nothing clipped."""
     x, y = data
-    base = mlp(0)
+    base = mlp(0, mode="expected")
     c2c = (0.0, 1.0, 2.0, 0.0)
     models = device_variants(base, [{"dw_min_std": c} for c in c2c], key=jax.random.key(5))
     _, state, sweep = make_sweep_step(models, optax.sgd(0.1), 0.5)
