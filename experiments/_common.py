@@ -43,6 +43,11 @@ def dataset_for(mode: str, data: str | None, command: str):
     return load_dataset(data)
 
 
+def config_record(epochs: int, hidden, lr: float, update_mode: str, **extra) -> dict:
+    """The training settings every ``results.json`` records (batch 64 throughout)."""
+    return {"epochs": epochs, "hidden": list(hidden), "lr": lr, "batch_size": 64, "update_mode": update_mode, **extra}
+
+
 def write_results(
     name: str,
     args: argparse.Namespace,

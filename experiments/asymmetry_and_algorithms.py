@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 
 import device_models
 from analogsim import TrainConfig, train
@@ -137,14 +137,7 @@ def run(args: argparse.Namespace) -> dict:
         "experiment": NAME,
         "mode": mode,
         "dataset": data.name,
-        "config": {
-            "epochs": epochs,
-            "hidden": list(hidden),
-            "lr": 0.1,
-            "batch_size": 64,
-            "update_mode": TrainConfig().update_mode,
-            "seed": args.seed,
-        },
+        "config": config_record(epochs, hidden, 0.1, TrainConfig().update_mode, seed=args.seed),
         "digital": digital,
         "table": table,
         "asymmetry": sweep,

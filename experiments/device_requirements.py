@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 
 import device_models
 from analogsim import TrainConfig, train
@@ -153,14 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         "mode": mode,
         "dataset": data.name,
         "device": f"{BASE_CARD} (constant step), ideal baseline with one factor changed",
-        "config": {
-            "epochs": epochs,
-            "hidden": list(hidden),
-            "lr": lr,
-            "batch_size": 64,
-            "update_mode": TrainConfig().update_mode,
-            "seed": args.seed,
-        },
+        "config": config_record(epochs, hidden, lr, TrainConfig().update_mode, seed=args.seed),
         "baseline": {**BASELINE, "states": states(BASELINE), "test_accuracy": base_acc},
         "digital_test_accuracy": digital,
         "tolerance": args.tolerance,

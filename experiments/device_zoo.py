@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 
 import device_models  # noqa: E402
 from analogsim import TrainConfig, train  # noqa: E402
@@ -63,7 +63,15 @@ def run(args) -> dict:
     t_start = time.perf_counter()
 
     def fit(card: str, algorithm: str, lr: float) -> dict:
-        cfg = TrainConfig(device=card, algorithm=algorithm, lr=lr, epochs=epochs, hidden=hidden, seed=args.seed)
+        cfg = TrainConfig(
+            device=card,
+            algorithm=algorithm,
+            lr=lr,
+            epochs=epochs,
+            hidden=hidden,
+            seed=args.seed,
+            update_mode=args.update_mode,
+        )
         t0 = time.perf_counter()
         r = train(cfg, progress=False, dataset=data)
         wall = time.perf_counter() - t0
@@ -103,14 +111,7 @@ def run(args) -> dict:
         "experiment": NAME,
         "mode": mode,
         "dataset": data.name,
-        "config": {
-            "epochs": epochs,
-            "hidden": list(hidden),
-            "lr": lr,
-            "batch_size": 64,
-            "update_mode": TrainConfig().update_mode,
-            "seed": args.seed,
-        },
+        "config": config_record(epochs, hidden, lr, args.update_mode, seed=args.seed),
         "digital": digital,
         "cards": rows,
         "runtime_s": time.perf_counter() - t_start,
@@ -174,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="RT-MNIST npz (x_train, y_train, x_test, y_test) for the full run")
     ap.add_argument("--cards", default=None, help="comma-separated card names or paths (default: every built-in)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--update-mode",
+        default=TrainConfig().update_mode,
+        choices=("exact", "expected", "gaussian"),
+        help="rung of the fidelity ladder (default %(default)s)",
+    )
     args = ap.parse_args(argv)
     for card in (args.cards or "").split(","):
         if card.strip():

@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 
 import device_models
 from analogsim import TrainConfig, train
@@ -197,14 +197,7 @@ def run(args: argparse.Namespace) -> dict:
         "dataset": data.name,
         "card": CARD,
         "controller": args.controller,
-        "config": {
-            "epochs": epochs,
-            "hidden": list(hidden),
-            "lr": lr,
-            "batch_size": 64,
-            "update_mode": TrainConfig().update_mode,
-            "seed": args.seed,
-        },
+        "config": config_record(epochs, hidden, lr, TrainConfig().update_mode, seed=args.seed),
         "energy_model": {
             "pulse_energy": "E = V * Q0 * M(V, t) + C_g * V^2 (device_models.pulse_energy_j, no leakage)",
             "q0_c": Q0_C,

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 
 import device_models
 from analogsim import TrainConfig, train
@@ -148,14 +148,7 @@ def run(args: argparse.Namespace) -> dict:
         "experiment": NAME,
         "mode": mode,
         "dataset": data.name,
-        "config": {
-            "epochs": epochs,
-            "hidden": list(hidden),
-            "lr": lr,
-            "batch_size": 64,
-            "update_mode": TrainConfig().update_mode,
-            "seeds": list(seeds),
-        },
+        "config": config_record(epochs, hidden, lr, TrainConfig().update_mode, seeds=list(seeds)),
         "times_s": times,
         "time_labels": [label for _, label in TIMES],
         "drift_compensation": "global: each layer's output x sum|W(0)| / sum|W(t)| (analogsim.inference.evaluate_after)",
