@@ -118,6 +118,7 @@ def test_asymmetry_and_algorithms(tmp_path):
 def test_device_zoo(tmp_path):
     r = _run("device_zoo", tmp_path / "zoo")
     assert [row["card"] for row in r["cards"]] == ["soft-bounds", "wo3-psg-onen2022", "pcm-nandakumar2020"]
+    assert r["config"]["update_mode"] == "gaussian"  # the trainer's default rung, recorded
     by_card = {row["card"]: row for row in r["cards"]}
     # the one-directional PCM card trains as a differential pair at a tenth of the learning rate
     assert by_card["pcm-nandakumar2020"]["algorithm"] == "sgd-pair"
@@ -127,7 +128,9 @@ def test_device_zoo(tmp_path):
         assert _is_accuracy(row["test_accuracy"]) and row["samples_per_s"] > 0 and row["train_wall_s"] > 0
         assert row["energy_per_epoch_j"] > row["write_energy_per_epoch_j"] > 0
         # the write energy is the ledger's pulses times the card's price per pulse
-        assert row["write_energy_per_epoch_j"] == pytest.approx(row["pulses_per_epoch"] * row["pulse_energy_j"], rel=1e-6)
+        assert row["write_energy_per_epoch_j"] == pytest.approx(
+            row["pulses_per_epoch"] * row["pulse_energy_j"], rel=1e-6
+        )
     # the protonic card prices its pulses from its own physics (3.48 fJ at 10 V, 5 ns)
     assert by_card["wo3-psg-onen2022"]["pulse_energy_j"] == pytest.approx(3.48e-15, rel=0.01)
     assert max(row["test_accuracy"] for row in r["cards"]) > 0.25
