@@ -623,7 +623,7 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
         mask_all = np.zeros(n_steps * bs, np.float32)
         mask_all[:n] = 1.0
         idx_all, mask_all = idx_all.reshape(n_steps, bs), mask_all.reshape(n_steps, bs)
-        t0 = time.perf_counter()
+        t0 = last_postfix = time.perf_counter()
         pending: list[tuple[int, dict[str, jax.Array]]] = []
         for c0 in range(0, n_steps, spc):
             c1 = min(c0 + spc, n_steps)
@@ -651,7 +651,10 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
                     done += m["loss"].shape[0]
                 bar.update(done)
                 pending = []
-                if progress:
+                # the postfix (and pricing the ledger for it) at most twice a second: every 10
+                # steps it cost up to ~20% of a short step's time
+                if progress and (time.perf_counter() - last_postfix > 0.5 or c1 == n_steps):
+                    last_postfix = time.perf_counter()
                     spent = energy.price_report(energy.host_counts(state.ledger), prices)["total_j"] if names else 0.0
                     bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", energy=f"{spent:.3g} J")
         jax.block_until_ready(state.analog)
