@@ -121,3 +121,21 @@ def test_non_finite_loss_stops_with_step_and_layer(small_digits):
         TrainingError, match=r"epoch 1, step \d+: the loss is (nan|inf) \(non-finite: digital parameter"
     ):
         train(small_config(algorithm="digital", lr=1e38, epochs=1), progress=False, dataset=bad)
+
+
+def test_steps_per_call_does_not_change_the_result(small_digits):
+    """Several steps per compiled call (a scan, with a shorter last chunk: 8 steps as 3 + 3 + 2)
+    give the run of one step per call: the same keys, so the same pulses and accuracies."""
+    one = train(small_config(), progress=False, dataset=small_digits)
+    three = train(small_config(steps_per_call=3), progress=False, dataset=small_digits)
+    assert three["epoch_test_accuracy"] == one["epoch_test_accuracy"]
+    assert three["energy_report"]["counts"] == one["energy_report"]["counts"]
+    assert three["config"]["steps_per_call"] == 3
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5])
+def test_steps_per_call_must_be_a_positive_integer(value):
+    from analogsim.training import ConfigError
+
+    with pytest.raises(ConfigError, match=f"--steps-per-call: value {value!r} is not allowed"):
+        small_config(steps_per_call=value).validate()
