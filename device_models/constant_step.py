@@ -15,12 +15,12 @@ from typing import ClassVar
 
 import jax
 
-from .pulsed import AbstractPulsedModel, CrossPoints, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, PulsedParams, register_model
 
 __all__ = ["ConstantStep"]
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class ConstantStep(AbstractPulsedModel):
     """Constant step with hard bounds.

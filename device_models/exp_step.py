@@ -29,7 +29,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
 
 __all__ = ["ExpStep"]
 
@@ -44,7 +44,7 @@ def _exp_factor(amplitude: jax.Array, exponent: jax.Array) -> jax.Array:
     return jnp.maximum(1.0 - amplitude * jnp.exp(jnp.clip(exponent, -_EXPONENT_LIMIT, _EXPONENT_LIMIT)), 0.0)
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class ExpStep(AbstractPulsedModel):
     """Exponential step with hard bounds.

@@ -29,7 +29,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
 
 __all__ = ["LinearStep"]
 
@@ -41,7 +41,7 @@ def _linear_factor(gamma: jax.Array, w: jax.Array, w_ref: jax.Array) -> jax.Arra
     return jnp.maximum(1.0 - jnp.where(ok, gamma * w / safe, 0.0), 0.0)
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class LinearStep(AbstractPulsedModel):
     """Linear step with hard bounds.

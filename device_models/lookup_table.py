@@ -35,7 +35,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, expected_step
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, expected_step, register_model
 
 __all__ = ["LookupTable"]
 
@@ -50,7 +50,7 @@ def _interp_index(grid: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k, jnp.clip(t, 0.0, 1.0)
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class LookupTable(AbstractPulsedModel):
     """Measured jump statistics by state (see the module docstring).

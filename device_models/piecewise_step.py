@@ -32,7 +32,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
 
 __all__ = ["PiecewiseStep"]
 
@@ -55,7 +55,7 @@ def _interpolate(table, w: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array
     return jnp.where(ok, value, v[0])
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class PiecewiseStep(AbstractPulsedModel):
     """Piecewise-linear step-versus-state table with hard bounds.

@@ -32,7 +32,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
 
 __all__ = ["PowStep"]
 
@@ -48,7 +48,7 @@ def _safe_pow(base: jax.Array, gamma: jax.Array) -> jax.Array:
     return jnp.where(positive, safe**gamma, jnp.where(gamma == 0, 1.0, 0.0))
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class PowStep(AbstractPulsedModel):
     """Power step with hard bounds.

@@ -72,7 +72,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
 
 __all__ = [
     "BOLTZMANN_OVER_CHARGE_V_PER_K",
@@ -92,7 +92,7 @@ _POSITIVE = ParameterRule(lambda v: v > 0, "> 0")
 _NON_NEGATIVE = ParameterRule(lambda v: v >= 0, ">= 0")
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class Protonic(AbstractPulsedModel):
     """Protonic WO3 synapse: sinh field law in voltage, power law in width, soft saturation.

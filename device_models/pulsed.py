@@ -91,6 +91,31 @@ class ParameterRule:
     table: bool = False
 
 
+def register_model(cls):
+    """Register a device-model dataclass as a pytree whose structure names its class.
+
+    Like ``jax.tree_util.register_dataclass`` (every field a child, unflattening without
+    ``__init__``), but the class is the node's auxiliary data. With ``register_dataclass``,
+    JAX 0.10's tree structures of two models with the same fields (``ConstantStep`` and
+    ``SoftBounds``, both one ``pulsed`` field) compare equal, so a jitted function given one
+    model and then the other could, on a hash collision in its cache, run the first model's
+    program (seen once in CI: a soft-bounds response computed as constant step).
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))
+
+    def flatten_with_keys(model):
+        return [(jax.tree_util.GetAttrKey(n), getattr(model, n)) for n in names], cls
+
+    def unflatten(aux, children):
+        obj = object.__new__(aux)
+        for n, c in zip(names, children, strict=True):
+            object.__setattr__(obj, n, c)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten)
+    return cls
+
+
 class AbstractPulsedModel(abc.ABC):
     """Interface of a pulsed step-response model.
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .pulsed import AbstractPulsedModel, CrossPoints, PulsedParams
+from .pulsed import AbstractPulsedModel, CrossPoints, PulsedParams, register_model
 
 __all__ = ["SoftBounds"]
 
@@ -30,7 +30,7 @@ def _fraction_left(w: jax.Array, bound: jax.Array) -> jax.Array:
     return jnp.where(ok, jnp.maximum(1.0 - w / safe, 0.0), 0.0)
 
 
-@jax.tree_util.register_dataclass
+@register_model
 @dataclasses.dataclass(frozen=True)
 class SoftBounds(AbstractPulsedModel):
     """Soft bounds: steps vanish linearly at the cross-point's bounds.

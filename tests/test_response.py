@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import device_models
 from analogsim.response_cli import add_response_parser, run_response
 from device_models import (
     ConstantStep,
@@ -245,3 +246,20 @@ def test_response_result_is_frozen():
     res = simulate_response(load_card("soft-bounds").model, [2], devices=2, noise_free=True, key=jax.random.key(8))
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.w_min = 0.0  # type: ignore[misc]
+
+
+def test_models_with_the_same_fields_have_different_tree_structures():
+    """ConstantStep and SoftBounds both hold one ``pulsed`` field; their pytree structures must
+    still differ, or a jitted function given one and then the other may reuse the first one's
+    program (JAX compares register_dataclass structures without their class)."""
+    a, b = load_card("constant-step").model, load_card("soft-bounds").model
+    assert jax.tree.structure(a) != jax.tree.structure(b)
+    assert type(jax.tree.map(lambda v: v, b)) is type(b)
+
+    @jax.jit
+    def up_step(model, w):
+        return model.step_up(device_models.nominal_crosspoints(model, w.shape), w)
+
+    w = jnp.full((3,), 0.3)
+    np.testing.assert_allclose(up_step(a, w), 0.001)  # constant step
+    np.testing.assert_allclose(up_step(b, w), 0.001 * (1 - 0.3 / 0.6), rtol=1e-6)  # soft bounds
