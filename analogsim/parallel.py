@@ -85,7 +85,7 @@ from device_models import (
 )
 
 from .layers import analog_layers
-from .training import TrainState, make_train_step, split_state
+from .training import TrainState, make_train_step, padded_batches, split_state
 
 __all__ = [
     "CROSSPOINT_PARAMETERS",
@@ -450,14 +450,7 @@ def evaluate_sweep(
     n = x.shape[0]
     rest = state.rest
     correct = np.zeros(n_var, np.int64)
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size]
-        yb = y[start : start + batch_size]
-        pad = batch_size - xb.shape[0]
-        mask = np.concatenate([np.ones(xb.shape[0], np.float32), np.zeros(pad, np.float32)])
-        if pad:
-            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-            yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+    for xb, yb, mask in padded_batches(x, y, batch_size):
         c, rest = _sweep_eval_batch(graphdef, state.params, state.analog, rest, xb, yb, mask)
         correct += np.asarray(c).astype(np.int64)
     return correct / n, state._replace(rest=rest)

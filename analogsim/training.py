@@ -359,6 +359,20 @@ def digital_layers(model: nnx.Module) -> list[tuple[str, int, int]]:
     ]
 
 
+def padded_batches(x, y, batch_size: int):
+    """``(x, y, mask)`` batches of exactly ``batch_size`` rows for evaluation: the last batch is
+    padded with zero rows whose ``mask`` is 0, so one compiled program serves every batch."""
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        yb = y[start : start + batch_size]
+        pad = batch_size - xb.shape[0]
+        mask = np.concatenate([np.ones(xb.shape[0], np.float32), np.zeros(pad, np.float32)])
+        if pad:
+            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
+            yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+        yield xb, yb, mask
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _eval_batch(graphdef, params, analog, rest, x, y, mask):
     m = nnx.merge(graphdef, params, analog, rest, copy=True)
@@ -401,14 +415,7 @@ def evaluate(
     correct = 0
     reads = [0] * len(sizes)
     vectors = [0] * len(sizes)  # input vectors per layer (a convolution reads one per patch)
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size]
-        yb = y[start : start + batch_size]
-        pad = batch_size - xb.shape[0]
-        mask = np.concatenate([np.ones(xb.shape[0], np.float32), np.zeros(pad, np.float32)])
-        if pad:
-            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-            yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+    for xb, yb, mask in padded_batches(x, y, batch_size):
         c, r, rest = _eval_batch(graphdef, state.params, state.analog, rest, xb, yb, mask)
         correct += int(c)
         reads = [a + int(b) for a, (b, _) in zip(reads, r, strict=True)]
