@@ -499,6 +499,21 @@ def _poisson(key: jax.Array, lam: jax.Array, kmax: int = 12, normal_above: float
     return jnp.where(lam <= normal_above, n, jnp.maximum(big, 0).astype(jnp.int32))
 
 
+def _count_terms(model, x, d, lr, up):
+    """The two products behind the expected counts: per cross-point, the total
+    :math:`\\sum_s BL_s p_{sj} q_{si}` and the signed sum (each term times the sign of
+    :math:`x_{sj} d_{si}`), (out, in) each; and their sums over the array, (scalars) from the
+    per-sample line sums, without a pass over the array."""
+    p, q, bl = jax.vmap(pulse_probabilities, in_axes=(0, 0, None, None, None))(x, d, lr, model.pulsed.dw_min, up)
+    pb = p * bl[:, None].astype(p.dtype)
+    qs, pbs = q * jnp.sign(d), pb * jnp.sign(x)
+    total = q.T @ pb
+    signed = qs.T @ pbs  # > 0: more down pulses
+    sum_total = jnp.sum(jnp.sum(q, axis=1) * jnp.sum(pb, axis=1))
+    sum_signed = jnp.sum(jnp.sum(qs, axis=1) * jnp.sum(pbs, axis=1))
+    return total, signed, sum_total, sum_signed
+
+
 def _mean_counts(model, x, d, lr, up):
     """Expected up and down pulses of the batch at each cross-point, (out, in) each.
 
@@ -506,10 +521,7 @@ def _mean_counts(model, x, d, lr, up):
     :math:`-\\mathrm{sign}(x_{sj} d_{si})` is up, and over those where it is down (probability
     clipping and BL management included). Two matrix products: the total and the signed sum.
     """
-    p, q, bl = jax.vmap(pulse_probabilities, in_axes=(0, 0, None, None, None))(x, d, lr, model.pulsed.dw_min, up)
-    pb = p * bl[:, None].astype(p.dtype)
-    total = q.T @ pb
-    signed = (q * jnp.sign(d)).T @ (pb * jnp.sign(x))  # > 0: more down pulses
+    total, signed, _, _ = _count_terms(model, x, d, lr, up)
     return jnp.maximum(0.5 * (total - signed), 0.0), jnp.maximum(0.5 * (total + signed), 0.0)
 
 
@@ -552,7 +564,9 @@ def _unit_noise(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
 def _gaussian_update(model, cp, w, x, d, lr, up, key):
     """The ``gaussian`` rung: the batch's compound-Poisson change, its mean and variance, with
     one near-normal draw per cross-point (see the module docstring)."""
-    mean_up, mean_down = _mean_counts(model, x, d, lr, up)
+    total, signed, sum_total, sum_signed = _count_terms(model, x, d, lr, up)
+    mean_up = jnp.maximum(0.5 * (total - signed), 0.0)
+    mean_down = jnp.maximum(0.5 * (total + signed), 0.0)
     k_noise, k_up, k_down = jax.random.split(_fast_key(key), 3)
     step_up = model.step_up(cp, w)
     step_down = model.step_down(cp, w)
@@ -562,9 +576,11 @@ def _gaussian_update(model, cp, w, x, d, lr, up, key):
     )
     new = jnp.clip(w + drift + jnp.sqrt(var) * _unit_noise(k_noise, w.shape, w.dtype), cp.b_min, cp.b_max)
     new = jnp.where(mean_up + mean_down > 0, new, w)
-    counts = PulseCounts(
-        up=_stochastic_round(k_up, jnp.sum(mean_up)), down=_stochastic_round(k_down, jnp.sum(mean_down))
-    )
+    # the array's expected totals from the line sums (equal to summing mean_up and mean_down, up
+    # to rounding, since total >= |signed| at every cross-point), without another pass over it
+    sum_up = jnp.maximum(0.5 * (sum_total - sum_signed), 0.0)
+    sum_down = jnp.maximum(0.5 * (sum_total + sum_signed), 0.0)
+    counts = PulseCounts(up=_stochastic_round(k_up, sum_up), down=_stochastic_round(k_down, sum_down))
     return new, counts
 
 
