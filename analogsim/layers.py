@@ -67,9 +67,10 @@ class Tape(nnx.Variable):
     """Scratch space the trainer uses to collect what the pulsed update needs.
 
     Empty outside training. During a training step the trainer puts a zero ``probe`` of the
-    output's shape here; the layer adds it to its output (so the gradient with respect to
-    the probe is the per-sample error ``d``) and records its input ``x`` and read counts.
-    With ``{"record": True}`` (evaluation) it records the read counts only.
+    output's shape here, and the ``key`` of the step's reads; the layer adds the probe to its
+    output (so the gradient with respect to the probe is the per-sample error ``d``) and
+    records its input ``x`` and read counts. With ``{"record": True}`` (evaluation) it records
+    the read counts only.
     """
 
 
@@ -114,7 +115,8 @@ class AnalogLinear(nnx.Module):
         minus the cross-point's symmetry point, :func:`device_models.symmetry_point`: random
         up/down pulses then pull weights toward 0 instead of toward an offset).
       rngs: ``params`` draws the weights and device-to-device variation; ``read`` seeds this
-        layer's read-noise stream (used when no ``key`` is passed to ``__call__``).
+        layer's read-noise stream (used when no ``key`` is passed to ``__call__`` and none is on
+        the tape: a training step derives its reads' keys from its own key).
 
     Example:
       >>> layer = AnalogLinear(4, 2, device="constant-step", rngs=nnx.Rngs(0))
@@ -160,6 +162,9 @@ class AnalogLinear(nnx.Module):
         self.device = DeviceParameters(cp)
         ref = symmetry_point(self.model, cp) if reference == "symmetry-point" else jnp.zeros((), jnp.float32)
         self.reference = Reference(ref)
+        # static: with the zero reference the read skips the subtraction (a full pass over the
+        # array that XLA cannot drop, the reference being an array)
+        self.reference_kind = reference
         self.weight = AnalogWeight(algorithm.program(self.model, cp, w0 + ref))
         self.bias = (
             nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
@@ -176,19 +181,24 @@ class AnalogLinear(nnx.Module):
 
         Args:
           x: inputs; leading dimensions are flattened into the batch.
-          key: PRNG key of the read noise; by default the layer's own ``read`` stream.
+          key: PRNG key of the read noise; by default the key on the layer's tape (in a training
+            step), else the layer's own ``read`` stream.
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"AnalogLinear: input has {x.shape[-1]} features, layer expects {self.in_features}")
+        tape = self.tape.get_value()
         if key is None:
-            key = self.rngs.read()
+            # a training step hands each layer a read key on its tape (derived from the step's
+            # key); otherwise the layer's own stream
+            key = tape["key"] if "key" in tape else self.rngs.read()
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        w = self.weight.get_value() - self.reference.get_value()
+        w = self.weight.get_value()
+        if self.reference_kind != "zero":
+            w = w - self.reference.get_value()
         w = self.algorithm.read_weight(w, self.rule_state.get_value())
         y, reads = analog_matmul(w, x2, key, self.forward_io, self.backward_io)
         y = y * self.out_scale.get_value()
-        tape = self.tape.get_value()
         if "probe" in tape:
             y = y + tape["probe"]
             self.tape.set_value({**tape, "x": x2, "reads": reads})

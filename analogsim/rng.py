@@ -28,9 +28,9 @@ def fast_key(key: jax.Array) -> jax.Array:
 
     On CPU, JAX lowers Threefry with a rolled loop: each draw of a few thousand numbers costs
     a loop of small kernels. Philox 4x32 (64-bit key) is a single kernel and draws 1.5-2x
-    faster. The result is still a pure function of ``key``; with a JAX that lacks Philox,
-    ``key`` is used as it is.
+    faster. The result is still a pure function of ``key``; a Philox key, or any key with a
+    JAX that lacks Philox, is used as it is.
     """
-    if not fast_impl_available():
+    if not fast_impl_available() or str(jax.random.key_impl(key)) == FAST_IMPL:
         return key
     return jax.random.wrap_key_data(jax.random.bits(key, (2,), jnp.uint32), impl=FAST_IMPL)

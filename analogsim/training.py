@@ -34,6 +34,7 @@ from .layers import REFERENCES, AnalogWeight, analog_layers
 from .models import ACTIVATIONS, MLP
 from .periphery_card import PeripheryCard, load_periphery_card
 from .pulsed_update import UPDATE_MODES, UpdateParameters
+from .rng import fast_key
 from .tile import tile_grid
 
 __all__ = [
@@ -161,6 +162,29 @@ def _masked_xent(logits, labels, mask):
     return jnp.sum(ce * mask) / n
 
 
+class _FlatState:
+    """A training state as a flat list of plain arrays (key arrays as their raw data), and back.
+
+    ``pack`` and ``unpack`` work inside and outside ``jit``; the structure is fixed by the state
+    given at construction.
+    """
+
+    def __init__(self, state: TrainState):
+        leaves, self.treedef = jax.tree.flatten(state)
+        self.impls = [jax.random.key_impl(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else None for a in leaves]
+
+    def pack(self, state: TrainState) -> list[jax.Array]:
+        leaves = jax.tree.leaves(state)
+        return [a if impl is None else jax.random.key_data(a) for a, impl in zip(leaves, self.impls, strict=True)]
+
+    def unpack(self, raw: list[jax.Array]) -> TrainState:
+        leaves = [
+            a if impl is None else jax.random.wrap_key_data(a, impl=impl)
+            for a, impl in zip(raw, self.impls, strict=True)
+        ]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
 def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: float, *, jit: bool = True):
     """Build the jitted training step and the initial state for ``model``.
 
@@ -193,12 +217,15 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         xb = x_all[idx]
         yb = y_all[idx]
         reads_input = []  # trace-time facts: does a layer read the network input directly?
+        # Every key of the step is derived from one Philox key: on CPU each Threefry derivation
+        # is a small loop of its own (about 20 of them per step, ~0.1 ms), a Philox one a kernel.
+        k_read, k_update = jax.random.split(fast_key(key))
 
         def loss_fn(params, probes):
             m = nnx.merge(graphdef, params, state.analog, state.rest, copy=True)
             layers = analog_layers(m)
-            for (_, layer), probe in zip(layers, probes, strict=True):
-                layer.tape.set_value({"probe": probe})
+            for i, ((_, layer), probe) in enumerate(zip(layers, probes, strict=True)):
+                layer.tape.set_value({"probe": probe, "key": jax.random.fold_in(k_read, i)})
             logits = m(xb)
             loss = _masked_xent(logits, yb, mask)
             tapes = []
@@ -233,7 +260,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
                 d,
                 lr,
                 up,
-                key=jax.random.fold_in(key, i),
+                key=jax.random.fold_in(k_update, i),
             )
             layer.weight.set_value(w_new)
             layer.rule_state.set_value(rule_state)
@@ -585,17 +612,27 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
     # compile, and a last, shorter chunk compiles once more); see the README's speed section.
     spc = config.steps_per_call
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def run_steps(state, x_all, y_all, idx_k, mask_k, first_step):
+    # Between compiled calls the state travels as a flat list of plain arrays (keys as their
+    # raw data): handing jit the nnx state itself rebuilds every nnx Variable and key array on
+    # each call, which cost about 0.8 ms a step on CPU, more than a digital step computes.
+    flat = _FlatState(state)
+
+    @functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
+    def run_steps(raw, x_all, y_all, idx_epoch, mask_epoch, n, c0, first_step):
+        state = flat.unpack(raw)
+        idx_k = jax.lax.dynamic_slice_in_dim(idx_epoch, c0, n)
+        mask_k = jax.lax.dynamic_slice_in_dim(mask_epoch, c0, n)
+
         def body(state, inputs):
             idx, mask, step_no = inputs
             return plain_step(state, x_all, y_all, idx, mask, jax.random.fold_in(k_train, step_no))
 
-        if idx_k.shape[0] == 1:  # one step: no scan (compiles as fast as the plain step)
+        if n == 1:  # one step: no scan (compiles as fast as the plain step)
             state, metrics = body(state, (idx_k[0], mask_k[0], first_step))
-            return state, jax.tree.map(lambda a: a[None], metrics)
-        steps = first_step + jnp.arange(idx_k.shape[0])
-        return jax.lax.scan(body, state, (idx_k, mask_k, steps))
+            return flat.pack(state), jax.tree.map(lambda a: a[None], metrics)
+        steps = first_step + jnp.arange(n)
+        state, metrics = jax.lax.scan(body, state, (idx_k, mask_k, steps))
+        return flat.pack(state), metrics
 
     x_all = jnp.asarray(data.x_train)
     y_all = jnp.asarray(data.y_train)
@@ -632,9 +669,11 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
         idx_all, mask_all = idx_all.reshape(n_steps, bs), mask_all.reshape(n_steps, bs)
         t0 = last_postfix = time.perf_counter()
         pending: list[tuple[int, dict[str, jax.Array]]] = []
+        raw = flat.pack(state)
+        idx_dev, mask_dev = jnp.asarray(idx_all), jnp.asarray(mask_all)  # one transfer per epoch
         for c0 in range(0, n_steps, spc):
             c1 = min(c0 + spc, n_steps)
-            state, metrics = run_steps(state, x_all, y_all, idx_all[c0:c1], mask_all[c0:c1], global_step)
+            raw, metrics = run_steps(raw, x_all, y_all, idx_dev, mask_dev, c1 - c0, c0, global_step)
             pending.append((global_step, metrics))
             global_step += c1 - c0
             # metrics come back (and the progress bar moves) about every 10 steps
@@ -645,7 +684,7 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
                     if bad.size:
                         raise TrainingError(
                             f"epoch {epoch + 1}, step {first + int(bad[0]) + 1}: the loss is {m['loss'][bad[0]]}"
-                            f"{_non_finite_where(state)}; lower --lr (now {config.lr})"
+                            f"{_non_finite_where(flat.unpack(raw))}; lower --lr (now {config.lr})"
                             + (
                                 ""
                                 if config.algorithm == "digital"
@@ -662,9 +701,11 @@ def train(config: TrainConfig, *, progress: bool = True, dataset: Dataset | None
                 # steps it cost up to ~20% of a short step's time
                 if progress and (time.perf_counter() - last_postfix > 0.5 or c1 == n_steps):
                     last_postfix = time.perf_counter()
-                    spent = energy.price_report(energy.host_counts(state.ledger), prices)["total_j"] if names else 0.0
+                    ledger = flat.unpack(raw).ledger
+                    spent = energy.price_report(energy.host_counts(ledger), prices)["total_j"] if names else 0.0
                     bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", energy=f"{spent:.3g} J")
-        jax.block_until_ready(state.analog)
+        jax.block_until_ready(raw)
+        state = flat.unpack(raw)
         epoch_rate.append(n / (time.perf_counter() - t0))
         bar.close()
         acc, state, eval_counts = evaluate(graphdef, state, data.x_test, data.y_test, config.eval_batch_size)
