@@ -2,8 +2,10 @@
 
 The reference task of DESIGN.md: a 784-256-128-10 tanh MLP on mnist10k.npz (8000 train, 2000
 test), batch 64, lr 0.1, 5 epochs, analog SGD with aihwkit-default periphery and update
-settings. Every configuration runs in this one process, the digital baseline first, so the
-ratio compares like with like.
+settings. Every configuration runs in this one process beside the digital baseline, which runs
+first and again after each analog configuration (all its seeds): each row's ratio is to the mean
+of the two baselines around it, so that a machine whose speed drifts (a shared CPU can slow by
+2x for minutes) compares like with like.
 
     python experiments/benchmarks/rt_mnist.py --data ../shared/data/mnist-10k/mnist10k.npz \
         --devices constant-step,soft-bounds --modes exact,expected,gaussian --json results/rt_mnist.json
@@ -63,55 +65,68 @@ def main(argv=None) -> int:
         for mode in args.modes.split(",")
     ]
     rows = []
+    baselines = []
+
+    def run(algorithm, device, mode, seed, spc):
+        cfg = TrainConfig(
+            algorithm=algorithm,
+            device=device if device != "-" else "constant-step",
+            update_mode=mode if mode != "-" else "gaussian",
+            epochs=args.epochs,
+            batch_size=64,
+            lr=0.1,
+            hidden=(256, 128),
+            activation="tanh",
+            seed=seed,
+            steps_per_call=spc,
+        )
+        res = train(cfg, progress=False, dataset=data)
+        return {
+            "algorithm": algorithm,
+            "device": device,
+            "mode": mode,
+            "steps_per_call": spc,
+            "seed": seed,
+            "test_accuracy": res["test_accuracy"],
+            "samples_per_s": res["samples_per_s"],
+            "energy_j": res["energy_j"]["total"],
+        }
+
+    def report(row):
+        rows.append(row)
+        print(
+            f"{row['algorithm']:<12} {row['device']:<14} {row['mode']:<8} spc {row['steps_per_call']:<3} seed "
+            f"{row['seed']}: test acc {row['test_accuracy']:.4f}  {row['samples_per_s']:>10,.0f} samples/s  "
+            f"({row['ratio_to_digital']:.3f}x digital at {row['baseline_samples_per_s']:,.0f})",
+            flush=True,
+        )
+
     for spc in (int(v) for v in args.steps_per_call.split(",")):
-        baseline_rate = None
-        for algorithm, device, mode in runs:
-            for seed in seeds:
-                cfg = TrainConfig(
-                    algorithm=algorithm,
-                    device=device if device != "-" else "constant-step",
-                    update_mode=mode if mode != "-" else "gaussian",
-                    epochs=args.epochs,
-                    batch_size=64,
-                    lr=0.1,
-                    hidden=(256, 128),
-                    activation="tanh",
-                    seed=seed,
-                    steps_per_call=spc,
-                )
-                res = train(cfg, progress=False, dataset=data)
-                if algorithm == "digital" and baseline_rate is None:
-                    baseline_rate = res["samples_per_s"]
-                row = {
-                    "algorithm": algorithm,
-                    "device": device,
-                    "mode": mode,
-                    "steps_per_call": spc,
-                    "seed": seed,
-                    "test_accuracy": res["test_accuracy"],
-                    "samples_per_s": res["samples_per_s"],
-                    "ratio_to_digital": res["samples_per_s"] / baseline_rate,
-                    "energy_j": res["energy_j"]["total"],
-                }
-                rows.append(row)
-                print(
-                    f"{algorithm:<12} {device:<14} {mode:<8} spc {spc:<3} seed {seed}: test acc "
-                    f"{row['test_accuracy']:.4f}  {row['samples_per_s']:>10,.0f} samples/s  "
-                    f"({row['ratio_to_digital']:.3f}x digital)",
-                    flush=True,
-                )
+        before = run("digital", "-", "-", seeds[0], spc)
+        baselines.append(before)
+        report({**before, "ratio_to_digital": 1.0, "baseline_samples_per_s": before["samples_per_s"]})
+        for algorithm, device, mode in runs[1:]:
+            pending = [run(algorithm, device, mode, seed, spc) for seed in seeds]
+            after = run("digital", "-", "-", seeds[0], spc)
+            baselines.append(after)
+            base = (before["samples_per_s"] + after["samples_per_s"]) / 2
+            for row in pending:
+                report({**row, "ratio_to_digital": row["samples_per_s"] / base, "baseline_samples_per_s": base})
+            before = after
     print()
     print(
-        f"| algorithm | device | mode | steps/call | seed | test accuracy | samples/s | x digital |  "
-        f"(data: {data.name}, {args.epochs} epochs)"
+        f"| algorithm | device | mode | steps/call | seed | test accuracy | samples/s | digital samples/s "
+        f"| x digital |  (data: {data.name}, {args.epochs} epochs)"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['algorithm']} | {r['device']} | {r['mode']} | {r['steps_per_call']} | {r['seed']} "
             f"| {100 * r['test_accuracy']:.1f}% "
-            f"| {r['samples_per_s']:,.0f} | {r['ratio_to_digital']:.3f} |"
+            f"| {r['samples_per_s']:,.0f} | {r['baseline_samples_per_s']:,.0f} | {r['ratio_to_digital']:.3f} |"
         )
+    rates = [b["samples_per_s"] for b in baselines]
+    print(f"digital baseline, {len(rates)} runs: {min(rates):,.0f} to {max(rates):,.0f} samples/s")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     machine = {
         "backend": jax.default_backend(),
@@ -125,7 +140,7 @@ def main(argv=None) -> int:
     print(f"backend {machine['backend']} ({machine['devices'][0]}), peak resident memory {peak_mib:,.0f} MiB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        doc = {"data": data.name, "epochs": args.epochs, "machine": machine, "rows": rows}
+        doc = {"data": data.name, "epochs": args.epochs, "machine": machine, "rows": rows, "baselines": baselines}
         Path(args.json).write_text(json.dumps(doc, indent=2))
     print(json.dumps(rows))
     return 0
