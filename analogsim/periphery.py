@@ -145,6 +145,11 @@ def quantize(x: jax.Array, step: float, bound: float) -> jax.Array:
     return jnp.clip(x, -bound, bound)
 
 
+def _read_noise(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Standard normal read noise (one place, so a profile can switch it off)."""
+    return jax.random.normal(key, shape, dtype)
+
+
 def _computed_once(y: jax.Array) -> jax.Array:
     """``y``, materialised once (``-0.0`` becomes ``0.0``, subnormals flush to zero as in any
     arithmetic on CPU; every other value is unchanged).
@@ -191,6 +196,11 @@ def analog_mvm(
     Example:
       >>> res = analog_mvm(jnp.eye(2), jnp.ones((1, 2)), IOParameters(out_noise=0.0), key=None)
     """
+    with jax.named_scope("periphery"):  # names the read's operations in profiles
+        return _analog_mvm(w, x, io, key, valid_outputs)
+
+
+def _analog_mvm(w, x, io, key, valid_outputs) -> MVMResult:
     batch = x.shape[0]
     if io.is_perfect:
         return MVMResult(x @ w.T, jnp.ones((batch,), jnp.int32))
@@ -213,11 +223,11 @@ def analog_mvm(
         if io.w_noise > 0 and k is not None:
             k, k_w = jax.random.split(k)  # (with w_noise = 0 the output-noise stream is unchanged)
         if io.out_noise > 0 and k is not None:
-            y = y + io.out_noise * jax.random.normal(k, y.shape, y.dtype)
+            y = y + io.out_noise * _read_noise(k, y.shape, y.dtype)
         if k_w is not None:
             # independent read noise on every weight, summed along the column: std w_noise * |x|_2
             norm = jnp.sqrt(jnp.sum(x_dac**2, axis=-1, keepdims=True))
-            y = y + io.w_noise * norm * jax.random.normal(k_w, y.shape, y.dtype)
+            y = y + io.w_noise * norm * _read_noise(k_w, y.shape, y.dtype)
         if k is not None and io.bound_management != "none":
             y = _computed_once(y)  # the ADC's clip and the overflow test below both read it
         if io.out_step > 0:

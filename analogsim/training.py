@@ -280,38 +280,41 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         for i, ((name, dev_model, up, n_in, n_out), (_, layer), tape, d) in enumerate(
             zip(specs, analog_layers(m), tapes, g_probes, strict=True)
         ):
-            w_new, rule_state, rule_counts = layer.algorithm.update(
-                dev_model,
-                layer.device.get_value(),
-                layer.weight.get_value(),
-                layer.rule_state.get_value(),
-                tape["x"],
-                d,
-                lr,
-                up,
-                key=jax.random.fold_in(k_update, i),
-            )
+            with jax.named_scope("pulsed_update"):  # (the scopes name the step's parts in profiles)
+                w_new, rule_state, rule_counts = layer.algorithm.update(
+                    dev_model,
+                    layer.device.get_value(),
+                    layer.weight.get_value(),
+                    layer.rule_state.get_value(),
+                    tape["x"],
+                    d,
+                    lr,
+                    up,
+                    key=jax.random.fold_in(k_update, i),
+                )
             layer.weight.set_value(w_new)
             layer.rule_state.set_value(rule_state)
-            counts = analog_step_counts(
-                tape["reads"],
-                d,
-                tape_mask(mask, tape["reads"].shape[0]),
-                rule_counts,
-                n_in,
-                n_out,
-                reads_input=reads_input[i],
-                has_bias=layer.bias is not None,
-                tiles=tuple(len(t) for t in tile_grid(n_out, n_in, layer.forward_io)),
-            )
-            ledger = energy.add_counts(ledger, name, **counts)
-        for name, n_in, n_out in digital:
-            # forward, error and weight-gradient multiply-adds per sample, then the optimizer step
-            ledger = energy.add_counts(
-                ledger, name, digital_ops=rows * (3 * n_in * n_out + n_out) + n_in * n_out + n_out
-            )
-        if act_ops:
-            ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
+            with jax.named_scope("ledger"):
+                counts = analog_step_counts(
+                    tape["reads"],
+                    d,
+                    tape_mask(mask, tape["reads"].shape[0]),
+                    rule_counts,
+                    n_in,
+                    n_out,
+                    reads_input=reads_input[i],
+                    has_bias=layer.bias is not None,
+                    tiles=tuple(len(t) for t in tile_grid(n_out, n_in, layer.forward_io)),
+                )
+                ledger = energy.add_counts(ledger, name, **counts)
+        with jax.named_scope("ledger"):
+            for name, n_in, n_out in digital:
+                # forward, error and weight-gradient multiply-adds per sample, then the optimizer step
+                ledger = energy.add_counts(
+                    ledger, name, digital_ops=rows * (3 * n_in * n_out + n_out) + n_in * n_out + n_out
+                )
+            if act_ops:
+                ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
         _, params, analog, rest = split_state(m)
         correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mask)
         metrics = {"loss": loss, "correct": correct, "count": jnp.sum(mask)}

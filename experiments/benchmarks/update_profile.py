@@ -1,30 +1,39 @@
 """Where the time of an RT-MNIST training step goes, per pulsed-update rung.
 
 Times, on the reference task's network (784-256-128-10 tanh MLP, batch 64, lr 0.1, aihwkit
-default periphery and update settings):
+default periphery and update settings), each step run as ``train()`` runs it (the state as flat
+arrays, donated, one step per compiled call, the key folded in inside):
 
-- the whole jitted training step, per update mode, and the same step with the pulsed update
-  replaced by "keep the weights" (what the forward and backward reads, the digital parts and
-  the energy ledger cost: the floor no rung can go below);
-- each analog layer's :func:`analogsim.pulsed_update` alone, per mode, on the layer inputs and
-  errors recorded during a short training run (so the pulse statistics are the real ones);
-- the random-number draws of the first layer's size, per PRNG implementation.
+1. the whole training step, per update mode, beside the digital step, and with parts switched
+   off: the pulsed update replaced by "keep the weights" (what the reads, the digital parts and
+   the energy ledger cost: the floor no rung can go below), the read noise drawn as zeros, the
+   ``gaussian`` rung's update noise drawn as zeros (what those random numbers cost);
+2. each analog layer's :func:`analogsim.pulsed_update` alone, per mode, on the layer inputs and
+   errors recorded during a short training run (so the pulse statistics are the real ones);
+3. the random-number draws of the first layer's size, per PRNG implementation;
+4. with ``--trace``, the share of each part of the compiled step (matrix products, read
+   periphery, pulsed update, energy ledger, the rest), from a ``jax.profiler`` trace of the
+   step's XLA operations, grouped by the named scopes of the trainer (``periphery``,
+   ``pulsed_update``, ``ledger``). The profiler slows every operation, so shares, not times.
 
 Every timing is the median of ``--reps`` calls after two warm-up calls, with the candidates
 interleaved (A, B, C, A, B, C, ...) so that load from other processes hits all of them alike.
 On a shared machine, ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1"`` (one thread) makes the timings far steadier.
 
-    python experiments/benchmarks/update_profile.py --data ../shared/data/mnist-10k/mnist10k.npz \\
-        --device soft-bounds --modes exact,expected,gaussian --json results/update_profile.json
+    python experiments/benchmarks/update_profile.py --data ../shared/data/mnist-10k/mnist10k.npz \
+        --device soft-bounds --modes exact,expected,gaussian --trace --json results/update_profile.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,30 +81,60 @@ def _keep_weights(model, cp, w, x, d, lr, up, *, key):
     return w, PulseCounts(up=zero, down=zero)
 
 
-class _StepRunner:
-    """One jitted training step of the RT-MNIST MLP, called on fixed batches."""
+@contextlib.contextmanager
+def _patched(module, name, value):
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
 
-    def __init__(self, config: TrainConfig, data, no_update: bool = False, key_impl: str | None = None):
+
+def _zero_noise(key, shape, dtype):
+    return jnp.zeros(shape, dtype)
+
+
+def no_read_noise():
+    """Read noise drawn as zeros (the periphery's ``_read_noise``)."""
+    return _patched(sys.modules["analogsim.periphery"], "_read_noise", _zero_noise)
+
+
+def no_update_noise():
+    """The ``gaussian`` rung's per-cross-point noise drawn as zeros."""
+    return _patched(sys.modules["analogsim.pulsed_update"], "_unit_noise", _zero_noise)
+
+
+class _StepRunner:
+    """One jitted training step of the RT-MNIST MLP as ``train()`` runs it: the state as flat
+    arrays (donated), one step per call, the step's key folded in inside the compiled call."""
+
+    def __init__(self, config: TrainConfig, data, patches=()):
         model, _ = build_model(config, data)
-        with _patched_update(_keep_weights) if no_update else contextlib.nullcontext():
-            _, self.state, step = make_train_step(model, optax.sgd(config.lr), config.lr)
-            self.x = jnp.asarray(data.x_train)
-            self.y = jnp.asarray(data.y_train)
-            self.idx = np.arange(config.batch_size)
-            self.mask = np.ones(config.batch_size, np.float32)
-            self.key = jax.random.key(config.seed, impl=key_impl)
-            self.step = step
+        with contextlib.ExitStack() as stack:
+            for patch in patches:
+                stack.enter_context(patch)
+            _, state, step = make_train_step(model, optax.sgd(config.lr), config.lr, jit=False)
+            flat = training._FlatState(state)
+            x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+            bs = config.batch_size
+            idx = jnp.asarray(np.arange(x.shape[0] // bs * bs).reshape(-1, bs))
+            mask = jnp.ones((bs,), jnp.float32)
+            key = jax.random.key(config.seed)
+
+            def run(raw, i):
+                state, metrics = step(flat.unpack(raw), x, y, idx[i % idx.shape[0]], mask, jax.random.fold_in(key, i))
+                return flat.pack(state), metrics["loss"]
+
+            self.run = jax.jit(run, donate_argnums=0)
+            self.raw = flat.pack(state)
             self.n = 0
-            self(self.state)  # trace while patched
+            self()  # trace while patched
 
     def __call__(self, _=None):
+        self.raw, loss = self.run(self.raw, self.n)
         self.n += 1
-        bs = len(self.idx)
-        idx = (self.idx + self.n * bs) % self.x.shape[0]
-        self.state, metrics = self.step(
-            self.state, self.x, self.y, idx, self.mask, jax.random.fold_in(self.key, self.n)
-        )
-        return metrics["loss"]
+        return loss
 
 
 def record_layer_inputs(config: TrainConfig, data, steps: int) -> dict[int, tuple]:
@@ -120,7 +159,7 @@ def record_layer_inputs(config: TrainConfig, data, steps: int) -> dict[int, tupl
         runner = _StepRunner(config, data)
         for _ in range(steps):
             runner()
-        jax.block_until_ready(runner.state)
+        jax.block_until_ready(runner.raw)
     return {n: (*host[n], *seen[n]) for n in host}
 
 
@@ -148,6 +187,54 @@ def rng_timings(shape: tuple[int, int], reps: int) -> dict[str, float]:
     return interleaved_medians(fns, reps)
 
 
+PARTS = {
+    "matmul": "matrix products (reads, update counts, digital)",
+    "periphery": "read periphery (DAC, noise, ADC, bound management)",
+    "pulsed_update": "pulsed update (device steps, its random numbers)",
+    "ledger": "energy ledger",
+    "other": "the rest (activations, loss, optimizer, keys, copies)",
+}
+
+
+def _part_of(hlo_line: str) -> str:
+    """The part of the step an XLA operation belongs to, from its HLO text."""
+    op_name = re.search(r'op_name="([^"]*)"', hlo_line)
+    op_name = op_name.group(1) if op_name else ""
+    if " dot(" in hlo_line or op_name.endswith("dot_general"):
+        return "matmul"
+    for scope in ("ledger", "pulsed_update", "periphery"):  # e.g. .../pulsed_update/..., .../jvp(periphery)/...
+        if re.search(rf"(^|[/(]){scope}($|[/)])", op_name):
+            return scope
+    return "other"
+
+
+def step_shares(runner: _StepRunner, steps: int) -> dict[str, float]:
+    """Each part's share of the XLA operations' time in ``steps`` traced calls of ``runner``."""
+    hlo = runner.run.lower(runner.raw, 0).compile().as_text()
+    lines = {}
+    for line in hlo.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if m:
+            lines[m.group(1)] = line
+    for _ in range(3):
+        runner()
+    jax.block_until_ready(runner.raw)
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(steps):
+            runner()
+        jax.block_until_ready(runner.raw)
+        jax.profiler.stop_trace()
+        (trace,) = Path(tmp).rglob("*.trace.json.gz")
+        events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    total = dict.fromkeys(PARTS, 0.0)
+    for e in events:
+        if e.get("ph") == "X" and e["name"] in lines:  # an XLA operation (thunk) of the step
+            total[_part_of(lines[e["name"]])] += e["dur"]
+    whole = sum(total.values())
+    return {PARTS[k]: v / whole for k, v in total.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="path to mnist10k.npz (default: the digits set)")
@@ -155,37 +242,49 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="exact,expected,gaussian", help="comma-separated update modes")
     ap.add_argument("--reps", type=int, default=30, help="timed calls per candidate")
     ap.add_argument("--record-steps", type=int, default=50, help="training steps before recording layer inputs")
-    ap.add_argument(
-        "--key-impls",
-        default="threefry2x32,philox4x32",
-        help="PRNG implementations of the trainer's key to time the step with (the first is the default's)",
-    )
+    ap.add_argument("--trace", action="store_true", help="also break each step down by part (jax.profiler)")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
 
     data = load_dataset(args.data) if args.data else load_dataset("digits")
     modes = args.modes.split(",")
 
-    def config(mode: str) -> TrainConfig:
+    def config(mode: str, algorithm: str = "sgd") -> TrainConfig:
         return TrainConfig(
-            device=args.device, update_mode=mode, batch_size=64, lr=0.1, hidden=(256, 128), activation="tanh"
+            device=args.device,
+            update_mode=mode,
+            algorithm=algorithm,
+            batch_size=64,
+            lr=0.1,
+            hidden=(256, 128),
+            activation="tanh",
         )
 
     result: dict = {"device": args.device, "data": data.name, "reps": args.reps, "backend": jax.default_backend()}
 
-    # 1. Whole training steps.
-    runners = {}
-    for i, impl in enumerate(args.key_impls.split(",")):
-        suffix = "" if i == 0 else f" [{impl} key]"
-        for mode in modes:
-            runners[mode + suffix] = _StepRunner(config(mode), data, key_impl=impl)
-        runners["no update" + suffix] = _StepRunner(config(modes[0]), data, no_update=True, key_impl=impl)
+    # 1. Whole training steps, and with parts switched off.
+    runners = {"digital": _StepRunner(config(modes[0], "digital"), data)}
+    for mode in modes:
+        runners[mode] = _StepRunner(config(mode), data)
+    runners["no update"] = _StepRunner(config(modes[0]), data, [_patched_update(_keep_weights)])
+    runners["gaussian, no read noise"] = _StepRunner(config("gaussian"), data, [no_read_noise()])
+    runners["gaussian, no update noise"] = _StepRunner(config("gaussian"), data, [no_update_noise()])
     step_s = interleaved_medians({name: (r, ()) for name, r in runners.items()}, args.reps)
     result["step_ms"] = {k: 1e3 * v for k, v in step_s.items()}
     result["step_samples_per_s"] = {k: 64 / v for k, v in step_s.items()}
-    print("whole training step (batch 64):")
-    for name, s in step_s.items():
-        print(f"  {name:<30} {1e3 * s:8.3f} ms  {64 / s:10,.0f} samples/s", flush=True)
+    print("whole training step (batch 64), as train() calls it:")
+    for name, sec in step_s.items():
+        print(f"  {name:<30} {1e3 * sec:8.3f} ms  {64 / sec:10,.0f} samples/s", flush=True)
+
+    # 4. (traced first, while the runners exist) each part's share of the step
+    if args.trace:
+        result["step_shares"] = {}
+        for name in ("digital", *modes):
+            shares = step_shares(runners[name], steps=max(20, args.reps))
+            result["step_shares"][name] = shares
+            print(f"share of the compiled step, {name} (jax.profiler trace):")
+            for part, frac in shares.items():
+                print(f"  {part:<44} {100 * frac:5.1f}%  ~{frac * 1e3 * step_s[name]:.3f} ms", flush=True)
 
     # 2. Each layer's pulsed update alone.
     layers = record_layer_inputs(config(modes[0]), data, args.record_steps)
