@@ -142,3 +142,52 @@ def test_device_zoo_rejects_an_unknown_card(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --cards:") and "no-such-card" in err and "\n" not in err
     assert not (tmp_path / "zoo").exists()
+
+
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", EXPERIMENTS / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rt_mnist_benchmark_rows_and_baselines(tmp_path):
+    """The benchmark runs the digital baseline around each analog configuration and states each
+    ratio against the mean of the two baselines around it (digits set, one epoch)."""
+    out = tmp_path / "bench.json"
+    rc = _benchmark("rt_mnist").main(
+        ["--devices", "constant-step", "--modes", "gaussian", "--seeds", "0,1", "--epochs", "2", "--json", str(out)]
+    )
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["baselines"]) == 2  # before and after the one analog configuration
+    digital, *analog = doc["rows"]
+    assert digital["algorithm"] == "digital" and digital["ratio_to_digital"] == 1.0
+    assert [r["seed"] for r in analog] == [0, 1]
+    base = sum(b["samples_per_s"] for b in doc["baselines"]) / 2
+    for r in analog:
+        assert r["baseline_samples_per_s"] == pytest.approx(base)
+        assert r["ratio_to_digital"] == pytest.approx(r["samples_per_s"] / base)
+        assert 0.3 < r["test_accuracy"] <= 1.0
+    assert doc["machine"]["peak_rss_mib"] > 0
+
+
+def test_update_profile_breaks_the_step_down(tmp_path):
+    """The profile times the step beside the digital one with parts switched off, and its traced
+    shares of the step add up to one."""
+    out = tmp_path / "profile.json"
+    rc = _benchmark("update_profile").main(
+        ["--modes", "gaussian", "--reps", "3", "--record-steps", "2", "--trace", "--json", str(out)]
+    )
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["step_ms"]) >= {
+        "digital",
+        "gaussian",
+        "no update",
+        "gaussian, no read noise",
+        "gaussian, no update noise",
+    }
+    shares = doc["step_shares"]["gaussian"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert all(v > 0 for k, v in shares.items() if not k.startswith("energy"))  # every part shows up
