@@ -156,7 +156,7 @@ def _computed_once(y: jax.Array) -> jax.Array:
 
     XLA (CPU) fuses an elementwise producer into each of its consumers: a noisy read's noise
     draw (Philox bits and an inverse error function) was evaluated twice, once for the ADC's
-    clip and once for bound management's overflow test (0.11 ms against 0.05 ms for a 64 x 256
+    clip and once for bound management's overflow test (0.11 ms against 0.06 ms for a 64 x 256
     read, one CPU thread). An optimisation barrier does not stop it; a running sum over
     ``[y, 0]`` (a reduce-window, which XLA does not fuse into its consumers) does.
     """
