@@ -163,3 +163,16 @@ def test_flat_state_round_trip_packs_small_leaves():
             else:
                 assert a.shape == b.shape and a.dtype == b.dtype
                 np.testing.assert_array_equal(a, b)
+
+
+def test_default_steps_per_call_divides_the_epoch(small_digits):
+    """By default a run takes the largest divisor of its epoch's steps up to 25 as steps per
+    call (every call the same length: one compilation), and says which it used."""
+    from analogsim.training import auto_steps_per_call
+
+    assert [auto_steps_per_call(n) for n in (1, 8, 23, 24, 125, 127, 150)] == [1, 8, 23, 24, 25, 1, 25]
+    config = small_config()
+    assert config.steps_per_call is None
+    config.validate()
+    res = train(config, progress=False, dataset=small_digits)  # 256 samples, batch 32: 8 steps
+    assert res["steps_per_call"] == 8
