@@ -171,7 +171,7 @@ class _FlatState:
     Key arrays travel as their raw data. Every leaf of at most ``SMALL`` elements (ledger
     counters, scalars, keys, biases) is packed, by dtype, into one 1-D array: a compiled call
     costs about 1.6 us per argument and result on CPU, and the RT-MNIST analog state has 61
-    leaves, 46 of them small. Large leaves (weights, device parameters) pass as they are, so
+    leaves, 51 of them small (12 arrays after packing). Large leaves (weights, device parameters) pass as they are, so
     donating them updates them in place. ``pack`` and ``unpack`` work inside and outside
     ``jit``; the structure is fixed by the state given at construction.
     """
