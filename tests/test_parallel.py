@@ -26,9 +26,6 @@ from analogsim.parallel import (
 )
 from device_models import ConstantStep, LinearStep, PulsedParams, load_card
 
-# ~70 s of compiles and a 2-device subprocess: run with `python -m pytest -m slow`.
-pytestmark = pytest.mark.slow
-
 SIZES = (16, 12, 4)
 BATCH = 32
 
