@@ -46,6 +46,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from . import rng
 from .rng import fast_key
 
 __all__ = ["IOParameters", "MVMResult", "analog_mvm", "quantize"]
@@ -147,20 +148,7 @@ def quantize(x: jax.Array, step: float, bound: float) -> jax.Array:
 
 def _read_noise(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     """Standard normal read noise (one place, so a profile can switch it off)."""
-    return jax.random.normal(key, shape, dtype)
-
-
-def _computed_once(y: jax.Array) -> jax.Array:
-    """``y``, materialised once (``-0.0`` becomes ``0.0``, subnormals flush to zero as in any
-    arithmetic on CPU; every other value is unchanged).
-
-    XLA (CPU) fuses an elementwise producer into each of its consumers: a noisy read's noise
-    draw (Philox bits and an inverse error function) was evaluated twice, once for the ADC's
-    clip and once for bound management's overflow test (0.11 ms against 0.06 ms for a 64 x 256
-    read, one CPU thread). An optimisation barrier does not stop it; a running sum over
-    ``[y, 0]`` (a reduce-window, which XLA does not fuse into its consumers) does.
-    """
-    return jax.lax.cumsum(jnp.stack([y, jnp.zeros_like(y)], axis=-1), axis=y.ndim)[..., 1]
+    return rng.normal(key, shape, dtype)
 
 
 @jax.tree_util.register_dataclass
@@ -229,7 +217,7 @@ def _analog_mvm(w, x, io, key, valid_outputs) -> MVMResult:
             norm = jnp.sqrt(jnp.sum(x_dac**2, axis=-1, keepdims=True))
             y = y + io.w_noise * norm * _read_noise(k_w, y.shape, y.dtype)
         if k is not None and io.bound_management != "none":
-            y = _computed_once(y)  # the ADC's clip and the overflow test below both read it
+            y = rng.computed_once(y)  # the ADC's clip and the overflow test below both read it
         if io.out_step > 0:
             y = jnp.round(y / io.out_step) * io.out_step
         over = jnp.abs(y) > io.out_bound  # aihwkit: a value on the bound passes

@@ -65,7 +65,8 @@ columns x fired rows, about 900 of 200,704 in RT-MNIST's first layer): large arr
 those cells, update them and scatter them back, small arrays (up to ``_DENSE_MAX`` cross-points)
 are updated whole. For models with the shared noise law (:meth:`AbstractPulsedModel.sample_step`)
 the normals of the first pulses are drawn for the whole batch at once; the random numbers come
-from a Philox key derived from the given one (:func:`_fast_key`). ``tests/test_pulsed_update.py``
+from a Philox key derived from the given one (:func:`_fast_key`), the large draws of every rung
+from all four words of each Philox block (:mod:`analogsim.rng`). ``tests/test_pulsed_update.py``
 checks the result against the literal slot-by-slot algorithm (:func:`_slot_by_slot`).
 
 References:
@@ -84,6 +85,7 @@ import jax.numpy as jnp
 
 from device_models import AbstractPulsedModel, CrossPoints, apply_pulses, expected_step
 
+from . import rng
 from .rng import fast_key as _fast_key
 
 __all__ = ["UPDATE_MODES", "PulseCounts", "UpdateParameters", "pulse_probabilities", "pulsed_update"]
@@ -211,7 +213,7 @@ def _fire_masks(key: jax.Array, prob: jax.Array, bl: jax.Array, n_words: int) ->
     words = jnp.arange(n_words)
 
     def slot(t, masks):
-        u = jax.random.uniform(jax.random.fold_in(key, t), prob.shape, prob.dtype)
+        u = rng.uniform(jax.random.fold_in(key, t), prob.shape, prob.dtype)
         fire = (u < prob) & (t < bl[:, None])
         bit = jnp.left_shift(jnp.uint32(1), (t % 32).astype(jnp.uint32))
         return masks | jnp.where(fire[..., None] & (words == t // 32), bit, jnp.uint32(0))
@@ -365,7 +367,7 @@ def _lean_noise(model, key, shape, dtype):
     """Noise of the lean paths, one row per loop step: standard normals drawn at once for the
     default noise law, else one key per loop step."""
     if _default_noise_law(model):
-        return jax.random.normal(key, shape, dtype)
+        return rng.normal(key, shape, dtype)
     return jax.random.split(key, shape[0])
 
 
@@ -486,7 +488,8 @@ def _poisson(key: jax.Array, lam: jax.Array, kmax: int = 12, normal_above: float
     Gaussian of mean and variance ``lam`` above it. Fixed cost: ``kmax`` elementwise passes
     and one uniform per element (the Gaussian branch reuses it through the inverse normal CDF).
     """
-    u = jax.random.uniform(key, lam.shape, lam.dtype, minval=jnp.finfo(lam.dtype).tiny)
+    # read by every term below: computed once (fused into each, the join of the words is slow)
+    u = rng.computed_once(rng.uniform(key, lam.shape, lam.dtype, minval=jnp.finfo(lam.dtype).tiny))
     small = jnp.minimum(lam, normal_above)
     term = jnp.exp(-small)  # P(N = 0)
     cdf = term
@@ -537,7 +540,7 @@ def _expected_update(model, cp, w, x, d, lr, up, key):
     dw = f_up * step_up - f_down * step_down
     var = f_up * model.step_variance(cp, w, True) + f_down * model.step_variance(cp, w, False)
     std = jnp.sqrt(var)
-    dw = dw + std * jax.random.normal(k_noise, w.shape, w.dtype)
+    dw = dw + std * rng.normal(k_noise, w.shape, w.dtype)
     new = jnp.clip(w + dw, cp.b_min, cp.b_max)
     new = jnp.where((n_up + n_down) > 0, new, w)
     return new, PulseCounts(up=jnp.sum(n_up), down=jnp.sum(n_down))
@@ -556,8 +559,9 @@ def _unit_noise(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     5.7) at the cost of the random bits alone: on CPU the inverse error function of
     ``jax.random.normal`` costs about as much again as the bits (and fused into the update
     several times that), and the ``gaussian`` rung's shape of noise is an approximation anyway.
+    The bits are :func:`analogsim.rng.bits` (four words from each Philox block).
     """
-    bits = jax.random.bits(key, shape, jnp.uint32)
+    bits = rng.bits(key, shape)
     return ((jax.lax.population_count(bits).astype(dtype) - 16.0) * (1.0 / 8.0**0.5)).astype(dtype)
 
 

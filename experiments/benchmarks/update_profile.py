@@ -10,7 +10,8 @@ arrays, donated, one step per compiled call, the key folded in inside):
    ``gaussian`` rung's update noise drawn as zeros (what those random numbers cost);
 2. each analog layer's :func:`analogsim.pulsed_update` alone, per mode, on the layer inputs and
    errors recorded during a short training run (so the pulse statistics are the real ones);
-3. the random-number draws of the first layer's size, per PRNG implementation;
+3. the random-number draws of the first layer's size, per PRNG implementation, and from
+   :mod:`analogsim.rng` (four words from each Philox block, the trainer's large draws);
 4. with ``--trace``, the share of each part of the compiled step (matrix products, read
    periphery, pulsed update, energy ledger, the rest), from a ``jax.profiler`` trace of the
    step's XLA operations, grouped by the named scopes of the trainer (``periphery``,
@@ -43,7 +44,7 @@ import numpy as np
 import optax
 
 import analogsim.training as training
-from analogsim import TrainConfig, UpdateParameters, load_dataset, make_train_step, pulsed_update
+from analogsim import TrainConfig, UpdateParameters, load_dataset, make_train_step, pulsed_update, rng
 from analogsim.pulsed_update import PulseCounts
 from analogsim.training import build_model
 
@@ -188,6 +189,19 @@ def rng_timings(shape: tuple[int, int], reps: int) -> dict[str, float]:
                 jax.jit(lambda d, draw=draw, impl=impl: draw(jax.random.wrap_key_data(d, impl=impl))),
                 (data,),
             )
+    # analogsim.rng: four words from each Philox block (the trainer's large draws), its key words
+    # drawn from a Philox key
+    data = jax.random.key_data(jax.random.key(0, impl="philox4x32"))
+    ours = {
+        "uniform": lambda k: rng.uniform(k, shape),
+        "normal": lambda k: rng.normal(k, shape),
+        "popcount": lambda k: (jax.lax.population_count(rng.bits(k, shape)).astype(jnp.float32) - 16) / np.sqrt(8.0),
+    }
+    for name, draw in ours.items():
+        fns[f"analogsim.rng (4 words a block) {name}"] = (
+            jax.jit(lambda d, draw=draw: draw(jax.random.wrap_key_data(d, impl="philox4x32"))),
+            (data,),
+        )
     return interleaved_medians(fns, reps)
 
 
