@@ -8,11 +8,14 @@ Two generators:
 - :func:`fast_key` turns a key into a Philox 4x32 key for ``jax.random`` draws (on CPU a single
   kernel, where JAX's default Threefry is a rolled loop of small ones).
 - :func:`bits`, :func:`uniform` and :func:`normal` draw the large arrays of a training step (update
-  and read noise) from Philox 4x32-10 blocks, using all four 32-bit words of each block.
+  and read noise) from Philox 4x32-10 blocks, using all four 32-bit words of each block (draws
+  of at least :data:`FOUR_WORDS_MIN` words; smaller ones come from ``jax.random.bits``, since the
+  four-word path costs compile time: see the constant).
   ``jax.random.bits`` computes one block per output word (it folds the four words into one with
-  XOR); on CPU the block is most of a draw's cost (about 1.5 ns a word on this project's 2-core
-  machine), so using every word makes the bits about 2x cheaper there (the random draws in
-  ``experiments/benchmarks/update_profile.py``). XLA fuses an elementwise producer into each of
+  XOR); on CPU the block is most of a draw's cost, so using every word makes the bits cheaper
+  (``experiments/benchmarks/update_profile.py``'s random draws, 256 x 784 standardised popcounts
+  on this project's 2-core machine, dispatch included: 0.389 ms from ``jax.random.bits``, 0.262 ms
+  from :func:`bits`). XLA fuses an elementwise producer into each of
   its consumers, so four words taken apart would each recompute the block; a variadic reduction
   (:func:`_four_words`) makes one loop that computes each block once and writes its four words.
 
@@ -38,6 +41,13 @@ FAST_IMPL = "philox4x32"  # counter-based (Salmon et al., 2011), no rolled loop 
 # Philox 4x32 constants (Random123, philox.h)
 _M0, _M1 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)  # multipliers
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl key increments
+# Draws of fewer words come from jax.random.bits. The four-word path costs compile time: the
+# default RT-MNIST step compiled in 4.0-4.9 s with none, 4.5-6.0 s with this limit (its 256 x 784
+# update noise only) and 5.7-6.8 s with every draw (limit 0; JAX_LOG_COMPILES, separate
+# processes, one CPU thread), and `analogsim train` on the digits set (no draw this large) took
+# 13.3 s with none and 15.8-17.0 s with every draw. The step times of the three are in
+# update_profile.py's A/B. Set it to 0 for the fastest steps of long runs and sweeps.
+FOUR_WORDS_MIN = 65536
 _DOMAIN = np.uint32(0x616E6173)  # fourth counter word ("anas"): apart from other uses of a key's words
 
 
@@ -87,7 +97,8 @@ def _four_words(words):
 
 
 def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Uniform random uint32 words of ``shape``, four from each Philox 4x32-10 block.
+    """Uniform random uint32 words of ``shape``, four from each Philox 4x32-10 block (draws of
+    fewer than :data:`FOUR_WORDS_MIN` words: ``jax.random.bits``).
 
     Layout: the array as ``(rows, cols)`` (``cols`` its last axis; ``(4, n / 4)`` for fewer than
     four rows); block ``b`` of the ``(rows / 4, cols)`` blocks gives one word to each quarter of
@@ -96,8 +107,8 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     update of a 256 x 784 array took longer than with one block per word).
     """
     n = math.prod(shape)
-    if n == 0:
-        return jnp.zeros(shape, jnp.uint32)
+    if n == 0 or n < FOUR_WORDS_MIN:
+        return jax.random.bits(key, shape, jnp.uint32)
     rows = math.prod(shape[:-1]) if len(shape) >= 2 else 1
     if rows >= 4:
         cols = shape[-1]

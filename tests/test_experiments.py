@@ -187,7 +187,12 @@ def test_update_profile_breaks_the_step_down(tmp_path):
         "no update",
         "gaussian, no read noise",
         "gaussian, no update noise",
+        "gaussian, jax.random draws",
     }
     shares = doc["step_shares"]["gaussian"]
     assert sum(shares.values()) == pytest.approx(1.0)
     assert all(v > 0 for k, v in shares.items() if not k.startswith("energy"))  # every part shows up
+    top = doc["costliest_ops"]["gaussian"]
+    assert len(top) == 8 and all(0 < op["share"] <= 1 and op["hlo"] for op in top)
+    assert [op["share"] for op in top] == sorted((op["share"] for op in top), reverse=True)
+    assert sum(op["share"] for op in top) <= 1.0 + 1e-9

@@ -9,6 +9,13 @@ from scipy import stats
 
 from analogsim import rng
 
+
+@pytest.fixture(autouse=True)
+def _every_draw_four_words(monkeypatch):
+    """Every draw through the four-word path, whatever its size (rng.FOUR_WORDS_MIN)."""
+    monkeypatch.setattr(rng, "FOUR_WORDS_MIN", 0)
+
+
 # Random123 (D. E. Shaw Research), examples/kat_vectors, the three "philox4x32 10" lines:
 # counter (4 words), key (2 words) -> output (4 words)
 KAT = [
@@ -86,6 +93,15 @@ def test_other_dtypes_are_drawn_by_jax_random():
     np.testing.assert_array_equal(
         rng.normal(key, (3, 4), jnp.bfloat16), jax.random.normal(jax.random.key(6), (3, 4), jnp.bfloat16)
     )
+
+
+def test_draws_below_the_limit_are_jax_random_bits(monkeypatch):
+    monkeypatch.setattr(rng, "FOUR_WORDS_MIN", 1000)
+    np.testing.assert_array_equal(
+        rng.bits(jax.random.key(9), (10, 99)), jax.random.bits(jax.random.key(9), (10, 99), jnp.uint32)
+    )
+    big = rng.bits(jax.random.key(9), (10, 100))  # 1,000 words: the four-word path
+    assert np.mean(np.asarray(big) == np.asarray(jax.random.bits(jax.random.key(9), (10, 100), jnp.uint32))) < 0.01
 
 
 def test_bits_refuse_more_than_2_34_words():

@@ -7,7 +7,9 @@ arrays, donated, one step per compiled call, the key folded in inside):
 1. the whole training step, per update mode, beside the digital step, and with parts switched
    off: the pulsed update replaced by "keep the weights" (what the reads, the digital parts and
    the energy ledger cost: the floor no rung can go below), the read noise drawn as zeros, the
-   ``gaussian`` rung's update noise drawn as zeros (what those random numbers cost);
+   ``gaussian`` rung's update noise drawn as zeros (what those random numbers cost); and each
+   mode with its large draws from ``jax.random`` instead of :mod:`analogsim.rng` (its A/B), and the
+   default rung with every draw through the four-word path (``rng.FOUR_WORDS_MIN = 0``);
 2. each analog layer's :func:`analogsim.pulsed_update` alone, per mode, on the layer inputs and
    errors recorded during a short training run (so the pulse statistics are the real ones);
 3. the random-number draws of the first layer's size, per PRNG implementation, and from
@@ -15,7 +17,8 @@ arrays, donated, one step per compiled call, the key folded in inside):
 4. with ``--trace``, the share of each part of the compiled step (matrix products, read
    periphery, pulsed update, energy ledger, the rest), from a ``jax.profiler`` trace of the
    step's XLA operations, grouped by the named scopes of the trainer (``periphery``,
-   ``pulsed_update``, ``ledger``). The profiler slows every operation, so shares, not times.
+   ``pulsed_update``, ``ledger``), and the costliest XLA operations. The profiler slows every
+   operation, so shares, not times.
 
 Every timing is the median of ``--reps`` calls after two warm-up calls, with the candidates
 interleaved (A, B, C, A, B, C, ...) so that load from other processes hits all of them alike.
@@ -36,6 +39,7 @@ import re
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -104,6 +108,26 @@ def no_read_noise():
 def no_update_noise():
     """The ``gaussian`` rung's per-cross-point noise drawn as zeros."""
     return _patched(sys.modules["analogsim.pulsed_update"], "_unit_noise", _zero_noise)
+
+
+# jax.random in place of analogsim.rng (one Philox block per word instead of four words a block)
+_JAX_RANDOM = types.SimpleNamespace(
+    bits=lambda key, shape: jax.random.bits(key, shape, jnp.uint32),
+    uniform=lambda key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0: jax.random.uniform(
+        key, shape, dtype, minval, maxval
+    ),
+    normal=lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape, dtype),
+    computed_once=rng.computed_once,
+)
+
+
+def jax_random_draws():
+    """The trainer's large draws from ``jax.random`` (as before analogsim.rng): the A/B of its
+    generator. The draws have the same laws, other values."""
+    stack = contextlib.ExitStack()
+    for name in ("analogsim.pulsed_update", "analogsim.periphery"):
+        stack.enter_context(_patched(sys.modules[name], "rng", _JAX_RANDOM))
+    return stack
 
 
 class _StepRunner:
@@ -226,8 +250,9 @@ def _part_of(hlo_line: str) -> str:
     return "other"
 
 
-def step_shares(runner: _StepRunner, steps: int) -> dict[str, float]:
-    """Each part's share of the XLA operations' time in ``steps`` traced calls of ``runner``."""
+def step_shares(runner: _StepRunner, steps: int, top: int = 8) -> tuple[dict[str, float], list[dict]]:
+    """Each part's share of the XLA operations' time in ``steps`` traced calls of ``runner``, and
+    the ``top`` costliest operations (share, HLO name, result shape, JAX operation)."""
     hlo = runner.run.lower(runner.raw, 0).compile().as_text()
     lines = {}
     for line in hlo.splitlines():
@@ -246,11 +271,26 @@ def step_shares(runner: _StepRunner, steps: int) -> dict[str, float]:
         (trace,) = Path(tmp).rglob("*.trace.json.gz")
         events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
     total = dict.fromkeys(PARTS, 0.0)
+    per_op: dict[str, float] = {}
     for e in events:
         if e.get("ph") == "X" and e["name"] in lines:  # an XLA operation (thunk) of the step
             total[_part_of(lines[e["name"]])] += e["dur"]
+            per_op[e["name"]] = per_op.get(e["name"], 0.0) + e["dur"]
     whole = sum(total.values())
-    return {PARTS[k]: v / whole for k, v in total.items()}
+    costliest = []
+    for name, dur in sorted(per_op.items(), key=lambda kv: -kv[1])[:top]:
+        line = lines[name]
+        op_name = re.search(r'op_name="([^"]*)"', line)
+        shape = re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = (\S+)", line)
+        costliest.append(
+            {
+                "share": dur / whole,
+                "hlo": name,
+                "shape": shape.group(1) if shape else "",
+                "op": op_name.group(1) if op_name else "",
+            }
+        )
+    return {PARTS[k]: v / whole for k, v in total.items()}, costliest
 
 
 def main(argv=None) -> int:
@@ -287,6 +327,11 @@ def main(argv=None) -> int:
     runners["no update"] = _StepRunner(config(modes[0]), data, [_patched_update(_keep_weights)])
     runners["gaussian, no read noise"] = _StepRunner(config("gaussian"), data, [no_read_noise()])
     runners["gaussian, no update noise"] = _StepRunner(config("gaussian"), data, [no_update_noise()])
+    for mode in modes:
+        runners[f"{mode}, jax.random draws"] = _StepRunner(config(mode), data, [jax_random_draws()])
+    runners["gaussian, four words for every draw"] = _StepRunner(
+        config("gaussian"), data, [_patched(rng, "FOUR_WORDS_MIN", 0)]
+    )
     step_s = interleaved_medians({name: (r, ()) for name, r in runners.items()}, args.reps)
     result["step_ms"] = {k: 1e3 * v for k, v in step_s.items()}
     result["step_samples_per_s"] = {k: 64 / v for k, v in step_s.items()}
@@ -296,13 +341,16 @@ def main(argv=None) -> int:
 
     # 4. (traced first, while the runners exist) each part's share of the step
     if args.trace:
-        result["step_shares"] = {}
+        result["step_shares"], result["costliest_ops"] = {}, {}
         for name in ("digital", *modes):
-            shares = step_shares(runners[name], steps=max(20, args.reps))
-            result["step_shares"][name] = shares
+            shares, costliest = step_shares(runners[name], steps=max(20, args.reps))
+            result["step_shares"][name], result["costliest_ops"][name] = shares, costliest
             print(f"share of the compiled step, {name} (jax.profiler trace):")
             for part, frac in shares.items():
                 print(f"  {part:<44} {100 * frac:5.1f}%  ~{frac * 1e3 * step_s[name]:.3f} ms", flush=True)
+            print(f"  costliest XLA operations, {name}:")
+            for op in costliest:
+                print(f"    {100 * op['share']:5.1f}%  {op['hlo']:<28} {op['shape']:<22} {op['op'][-70:]}", flush=True)
 
     # 2. Each layer's pulsed update alone.
     layers = record_layer_inputs(config(modes[0]), data, args.record_steps)
