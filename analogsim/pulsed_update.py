@@ -65,8 +65,9 @@ columns x fired rows, about 900 of 200,704 in RT-MNIST's first layer): large arr
 those cells, update them and scatter them back, small arrays (up to ``_DENSE_MAX`` cross-points)
 are updated whole. For models with the shared noise law (:meth:`AbstractPulsedModel.sample_step`)
 the normals of the first pulses are drawn for the whole batch at once; the random numbers come
-from a Philox key derived from the given one (:func:`_fast_key`), the large draws of every rung
-from all four words of each Philox block (:mod:`analogsim.rng`). ``tests/test_pulsed_update.py``
+from a Philox key derived from the given one (:func:`_fast_key`), the large draws (at least
+``analogsim.rng.FOUR_WORDS_MIN`` words) from all four words of each Philox block
+(:mod:`analogsim.rng`). ``tests/test_pulsed_update.py``
 checks the result against the literal slot-by-slot algorithm (:func:`_slot_by_slot`).
 
 References:
@@ -559,7 +560,8 @@ def _unit_noise(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     5.7) at the cost of the random bits alone: on CPU the inverse error function of
     ``jax.random.normal`` costs about as much again as the bits (and fused into the update
     several times that), and the ``gaussian`` rung's shape of noise is an approximation anyway.
-    The bits are :func:`analogsim.rng.bits` (four words from each Philox block).
+    The bits are :func:`analogsim.rng.bits` (four words from each Philox block when the array is
+    large).
     """
     bits = rng.bits(key, shape)
     return ((jax.lax.population_count(bits).astype(dtype) - 16.0) * (1.0 / 8.0**0.5)).astype(dtype)
