@@ -103,8 +103,8 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     Layout: the array as ``(rows, cols)`` (``cols`` its last axis; ``(4, n / 4)`` for fewer than
     four rows); block ``b`` of the ``(rows / 4, cols)`` blocks gives one word to each quarter of
     the rows. The quarters are joined along the leading axis: XLA vectorises such a join inside
-    the consumer's loop (joined along the last axis, or as a flat array, it did not: the noisy
-    update of a 256 x 784 array took longer than with one block per word).
+    the consumer's loop (joined as a flat array it did not: the noisy update of a 256 x 784 array
+    took longer than with one block per word).
     """
     n = math.prod(shape)
     if n == 0 or n < FOUR_WORDS_MIN:
