@@ -526,6 +526,11 @@ def _mean_counts(model, x, d, lr, up):
     clipping and BL management included). Two matrix products: the total and the signed sum.
     """
     total, signed, _, _ = _count_terms(model, x, d, lr, up)
+    return _up_down(total, signed)
+
+
+def _up_down(total, signed):
+    """Up and down pulses from the total and the signed sum (signed > 0: more down pulses)."""
     return jnp.maximum(0.5 * (total - signed), 0.0), jnp.maximum(0.5 * (total + signed), 0.0)
 
 
@@ -571,8 +576,7 @@ def _gaussian_update(model, cp, w, x, d, lr, up, key):
     """The ``gaussian`` rung: the batch's compound-Poisson change, its mean and variance, with
     one near-normal draw per cross-point (see the module docstring)."""
     total, signed, sum_total, sum_signed = _count_terms(model, x, d, lr, up)
-    mean_up = jnp.maximum(0.5 * (total - signed), 0.0)
-    mean_down = jnp.maximum(0.5 * (total + signed), 0.0)
+    mean_up, mean_down = _up_down(total, signed)
     k_noise, k_up, k_down = jax.random.split(_fast_key(key), 3)
     step_up = model.step_up(cp, w)
     step_down = model.step_down(cp, w)
@@ -584,8 +588,7 @@ def _gaussian_update(model, cp, w, x, d, lr, up, key):
     new = jnp.where(mean_up + mean_down > 0, new, w)
     # the array's expected totals from the line sums (equal to summing mean_up and mean_down, up
     # to rounding, since total >= |signed| at every cross-point), without another pass over it
-    sum_up = jnp.maximum(0.5 * (sum_total - sum_signed), 0.0)
-    sum_down = jnp.maximum(0.5 * (sum_total + sum_signed), 0.0)
+    sum_up, sum_down = _up_down(sum_total, sum_signed)
     counts = PulseCounts(up=_stochastic_round(k_up, sum_up), down=_stochastic_round(k_down, sum_down))
     return new, counts
 

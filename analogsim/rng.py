@@ -14,7 +14,7 @@ Two generators:
   ``jax.random.bits`` computes one block per output word (it folds the four words into one with
   XOR); on CPU the block is most of a draw's cost, so using every word makes the bits cheaper
   (``experiments/benchmarks/update_profile.py``'s random draws, 256 x 784 standardised popcounts
-  on this project's 2-core machine, dispatch included: 0.389 ms from ``jax.random.bits``, 0.262 ms
+  on this project's 2-core machine, dispatch included: 0.407 ms from ``jax.random.bits``, 0.263 ms
   from :func:`bits`). XLA fuses an elementwise producer into each of
   its consumers, so four words taken apart would each recompute the block; a variadic reduction
   (:func:`_four_words`) makes one loop that computes each block once and writes its four words.
@@ -122,8 +122,8 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     zero = jnp.zeros_like(b)
     words = _four_words(philox4x32((b, zero, zero, jnp.full_like(b, _DOMAIN)), (k[0], k[1])))
     out = jnp.concatenate(words, axis=0)  # (4 * quarter, cols)
-    if out.size != n:
-        out = out.reshape(-1)[:n] if cols * rows != n else out[:rows]
+    if out.size != n:  # padding: the last quarter short of rows, or n not a multiple of 4
+        out = out.reshape(-1)[:n]
     return out.reshape(shape)
 
 
