@@ -45,7 +45,6 @@ Every field is checked where the card enters; a bad one raises :class:`CardError
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tomllib
 from importlib import resources
@@ -54,9 +53,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from .card_errors import CardError
 from .pulsed import AbstractPulsedModel, ParameterRule, PulsedParams, nominal_crosspoints
 from .registry import MODELS
 from .retention import Retention
+from .toml_writer import card_toml
 
 __all__ = [
     "BUILTIN_CARDS",
@@ -118,10 +119,6 @@ BUILTIN_CARDS = (
     "wo3-protonic-yao2020",
     "wo3-psg-onen2022",
 )
-
-
-class CardError(ValueError):
-    """A device card that cannot be used; the message names file, field, value and the rule."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,28 +183,6 @@ def card_document(name_or_path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise CardError(f"device card {text_name}: not valid TOML ({err})") from None
-
-
-def _toml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
-    return repr(float(value)) if isinstance(value, float) else repr(value)
-
-
-def card_toml(doc: dict[str, Any]) -> str:
-    """TOML text of a card document (top-level strings, then one table per entry)."""
-    lines = [f"{key} = {_toml_scalar(value)}" for key, value in doc.items() if not isinstance(value, dict)]
-    for section, entries in doc.items():
-        if not isinstance(entries, dict):
-            continue
-        for field, entry in entries.items():
-            lines += ["", f"[{section}.{field}]"]
-            lines += [f"{key} = {_toml_scalar(value)}" for key, value in entry.items()]
-    return "\n".join(lines) + "\n"
 
 
 def card_variant(
@@ -323,6 +298,26 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise CardError(f"{source}: not valid TOML ({err})") from None
+    name, model_name, description = _top_level(source, doc)
+    model_cls = MODELS[model_name]
+    provenance: dict[str, tuple[str, str]] = {}
+    values, model_values = _parameters(source, doc["parameters"], model_name, model_cls, provenance)
+    physical = _physical(source, doc.get("physical", {}), provenance)
+    retention = _retention(source, doc.get("retention", {}), provenance)
+    model = _model(source, model_name, model_cls, values, model_values)
+    return DeviceCard(
+        name=name,
+        model=model,
+        description=description,
+        source_file=source,
+        physical=physical,
+        provenance=provenance,
+        retention=retention,
+    )
+
+
+def _top_level(source: str, doc: dict[str, Any]) -> tuple[str, str, str]:
+    """Check a card's top-level fields; return its (name, model name, description)."""
     allowed_top = {"name", "model", "description", "parameters", "physical", "retention"}
     extra = sorted(set(doc) - allowed_top)
     if extra:
@@ -341,11 +336,19 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise CardError(f"{source}: field 'description': value {description!r} is not allowed; must be a string")
+    return name, model_name, description
 
-    params = doc["parameters"]
+
+def _parameters(
+    source: str,
+    params: Any,
+    model_name: str,
+    model_cls: type[AbstractPulsedModel],
+    provenance: dict[str, tuple[str, str]],
+) -> tuple[dict[str, float], dict[str, float | tuple[float, ...]]]:
+    """The ``[parameters]`` section: return (PulsedParams values, the model's own values), SI."""
     if not isinstance(params, dict):
         raise CardError(f"{source}: field 'parameters': must be a table of parameters")
-    model_cls = MODELS[model_name]
     model_rules = dict(model_cls.parameter_rules)
     allowed = set(_PULSED_CHECKS) | set(model_rules)
     unknown = sorted(set(params) - allowed)
@@ -353,7 +356,15 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
         raise CardError(
             f"{source}: unknown parameter(s) {unknown} for model {model_name!r}; allowed: {sorted(allowed)}"
         )
-    provenance: dict[str, tuple[str, str]] = {}
+    values = _pulsed_values(source, params, model_name, provenance)
+    model_values = _model_values(source, params, model_name, model_cls, provenance)
+    return values, model_values
+
+
+def _pulsed_values(
+    source: str, params: dict[str, Any], model_name: str, provenance: dict[str, tuple[str, str]]
+) -> dict[str, float]:
+    """The nine common :class:`PulsedParams` fields of ``[parameters]``, each range-checked."""
     values: dict[str, float] = {}
     for field in _PULSED_CHECKS:
         if field not in params:
@@ -364,9 +375,20 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
             raise CardError(f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule}")
         values[field] = value
         provenance[f"parameters.{field}"] = (prov, src)
+    return values
+
+
+def _model_values(
+    source: str,
+    params: dict[str, Any],
+    model_name: str,
+    model_cls: type[AbstractPulsedModel],
+    provenance: dict[str, tuple[str, str]],
+) -> dict[str, float | tuple[float, ...]]:
+    """The model's own ``[parameters]`` (``parameter_rules``), converted to SI and range-checked."""
     model_values: dict[str, float | tuple[float, ...]] = {}
     model_units = dict(getattr(model_cls, "parameter_units", {}))  # field -> unit family; default unit "1"
-    for field, rule in model_rules.items():
+    for field, rule in model_cls.parameter_rules.items():
         if field not in params:
             raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
         if rule.table:
@@ -380,8 +402,11 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
                 )
             model_values[field] = value
         provenance[f"parameters.{field}"] = (prov, src)
+    return model_values
 
-    physical_doc = doc.get("physical", {})
+
+def _physical(source: str, physical_doc: Any, provenance: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """The optional ``[physical]`` section, in SI units (``g_min_s``, ``g_max_s``, ...)."""
     if not isinstance(physical_doc, dict):
         raise CardError(f"{source}: field 'physical': must be a table")
     unknown = sorted(set(physical_doc) - set(_PHYSICAL))
@@ -402,7 +427,17 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
             f"{source}: field 'physical.g_min': value {physical['g_min_s']!r} S is not allowed; "
             f"must be < g_max ({physical['g_max_s']!r} S)"
         )
-    retention = _retention(source, doc.get("retention", {}), provenance)
+    return physical
+
+
+def _model(
+    source: str,
+    model_name: str,
+    model_cls: type[AbstractPulsedModel],
+    values: dict[str, float],
+    model_values: dict[str, float | tuple[float, ...]],
+) -> AbstractPulsedModel:
+    """Build the card's model; a zero ``w_min`` is allowed only where its steps stay finite there."""
     try:
         model = model_cls(pulsed=PulsedParams(**values), **model_values)
     except ValueError as err:  # a model's own consistency checks (e.g. table shapes)
@@ -417,15 +452,7 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
                 f"{source}: field 'parameters.w_min': value 0.0 is not allowed for model {model_name!r} "
                 "(its steps are not finite at a zero bound); must be < 0"
             )
-    return DeviceCard(
-        name=name,
-        model=model,
-        description=description,
-        source_file=source,
-        physical=physical,
-        provenance=provenance,
-        retention=retention,
-    )
+    return model
 
 
 # [retention] field -> (Retention attribute, unit family or None for unit "1", check, rule)

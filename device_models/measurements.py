@@ -198,128 +198,191 @@ def load_measurement(path: str | Path) -> Measurement:
     """
     src = str(path)
     p = Path(path)
-    if not p.exists():
-        raise MeasurementError(
-            f"{src}: no such file; expected a measurement CSV (columns: {', '.join(MEASUREMENT_COLUMNS)})"
-        )
-    if not p.is_file():
-        raise MeasurementError(f"{src}: not a regular file; expected a measurement CSV")
-    pulse_number: list[int] = []
-    polarity: list[int] = []
-    state: list[float] = []
-    device: list[str] = []
-    cycle: list[str] = []
-    voltage: list[float] = []
-    width: list[float] = []
-    last_pulse: dict[tuple, tuple[int, int]] = {}  # (device, cycle) -> (pulse_number, row)
+    _check_file(src, p)
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            header = None
-            for fields in reader:
-                if fields and any(f.strip() for f in fields):
-                    header = fields
-                    break
-            if header is None:
-                raise MeasurementError(
-                    f"{src}: file is empty; expected a header row with pulse_number, polarity and one of "
-                    "conductance_s, conductance_us, weight, then one row per pulse"
-                )
-            names, state_col = _check_header(src, header)
-            unit, factor = _STATE_COLUMNS[state_col]
-            col = {n: i for i, n in enumerate(names)}
-            i_pn, i_pol, i_state = col["pulse_number"], col["polarity"], col[state_col]
-            i_dev, i_cyc = col.get("device"), col.get("cycle")
-            i_v, i_w = col.get("voltage_v"), col.get("width_s")
-            n_cols = len(names)
-            row = 0
-            for fields in reader:
-                if not fields or not any(f.strip() for f in fields):
-                    continue  # blank line
-                row += 1
-                line = reader.line_num
-                if len(fields) != n_cols:
-                    raise MeasurementError(
-                        f"{src}: row {row} (line {line}): has {len(fields)} fields {fields!r}; the header has {n_cols} ({', '.join(names)})"
-                    )
-                f = [x.strip() for x in fields]
-                pn = _number(src, "pulse_number", row, line, f[i_pn], "a positive integer")
-                if pn < 1 or pn != int(pn):
-                    raise MeasurementError(
-                        f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be a positive integer (1, 2, ...)"
-                    )
-                pol = _number(src, "polarity", row, line, f[i_pol], "+1 or -1")
-                if pol not in (1.0, -1.0):
-                    raise MeasurementError(
-                        f"{src}: column 'polarity', row {row} (line {line}): value {f[i_pol]!r} is not allowed; must be +1 (potentiating) or -1 (depressing)"
-                    )
-                allowed = ">= 0 (a conductance)" if unit == "S" else "a finite number"
-                s = _number(src, state_col, row, line, f[i_state], allowed)
-                if unit == "S" and s < 0:
-                    raise MeasurementError(
-                        f"{src}: column {state_col!r}, row {row} (line {line}): value {f[i_state]!r} is not allowed; must be >= 0 (a conductance)"
-                    )
-                d = c = None
-                if i_dev is not None:
-                    d = _label(src, "device", row, line, f[i_dev])
-                    device.append(d)
-                if i_cyc is not None:
-                    c = _label(src, "cycle", row, line, f[i_cyc])
-                    cycle.append(c)
-                if i_v is not None:
-                    voltage.append(_number(src, "voltage_v", row, line, f[i_v], "a finite number of volts"))
-                if i_w is not None:
-                    wd = _number(src, "width_s", row, line, f[i_w], "a number of seconds > 0")
-                    if wd <= 0:
-                        raise MeasurementError(
-                            f"{src}: column 'width_s', row {row} (line {line}): value {f[i_w]!r} is not allowed; must be > 0 (seconds)"
-                        )
-                    width.append(wd)
-                key = (d, c)
-                prev = last_pulse.get(key)
-                pn_i = int(pn)
-                if prev is not None and pn_i <= prev[0]:
-                    where = f" within {Segment(d, c, np.empty(0)).label}" if key != (None, None) else ""
-                    if pn_i == prev[0]:
-                        raise MeasurementError(
-                            f"{src}: column 'pulse_number', row {row} (line {line}): value {pn_i} repeats row {prev[1]}{where}; "
-                            "pulse numbers must increase within each device/cycle"
-                        )
-                    if i_dev is None and i_cyc is None:
-                        hint = "add a device or cycle column"
-                    elif i_cyc is None:
-                        hint = "add a cycle column (a new sweep of the same device)"
-                    else:
-                        hint = "pulse numbers must increase within each device/cycle"
-                    raise MeasurementError(
-                        f"{src}: column 'pulse_number': pulse_number goes back from {prev[0]} to {pn_i} at row {row} "
-                        f"(line {line}){where}: {hint}"
-                    )
-                last_pulse[key] = (pn_i, row)
-                pulse_number.append(pn_i)
-                polarity.append(int(pol))
-                state.append(s * factor)
+            layout = _Layout.of(src, _header_row(src, reader))
+            columns = _read_rows(src, reader, layout)
     except UnicodeDecodeError as err:
         raise MeasurementError(f"{src}: cannot be read as UTF-8 text ({err.reason} at byte {err.start})") from None
     except csv.Error as err:
         raise MeasurementError(f"{src}: not a valid CSV file ({err})") from None
     except OSError as err:
         raise MeasurementError(f"{src}: cannot be read ({err.strerror or err})") from None
-    if not state:
+    return _measurement(src, layout, columns)
+
+
+def _check_file(src: str, p: Path) -> None:
+    """Raise unless ``p`` is an existing regular file."""
+    if not p.exists():
+        raise MeasurementError(
+            f"{src}: no such file; expected a measurement CSV (columns: {', '.join(MEASUREMENT_COLUMNS)})"
+        )
+    if not p.is_file():
+        raise MeasurementError(f"{src}: not a regular file; expected a measurement CSV")
+
+
+def _header_row(src: str, reader) -> list[str]:
+    """The first non-blank row of the CSV (the header); an error if the file has none."""
+    for fields in reader:
+        if fields and any(f.strip() for f in fields):
+            return fields
+    raise MeasurementError(
+        f"{src}: file is empty; expected a header row with pulse_number, polarity and one of "
+        "conductance_s, conductance_us, weight, then one row per pulse"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The checked header: column names and positions, and the state column with its unit."""
+
+    names: list[str]  # column names in file order
+    col: dict[str, int]  # column name -> position in a row
+    state_col: str  # conductance_s, conductance_us or weight
+    unit: str  # "S" or "1": the unit of Measurement.state
+    factor: float  # state column value -> unit (1e-6 for conductance_us)
+
+    @classmethod
+    def of(cls, src: str, header: list[str]) -> _Layout:
+        """Check ``header`` (see :func:`_check_header`) and locate its columns."""
+        names, state_col = _check_header(src, header)
+        unit, factor = _STATE_COLUMNS[state_col]
+        return cls(names, {n: i for i, n in enumerate(names)}, state_col, unit, factor)
+
+
+@dataclasses.dataclass
+class _Columns:
+    """The checked values of the rows read so far, one list per column, in file order."""
+
+    pulse_number: list[int] = dataclasses.field(default_factory=list)
+    polarity: list[int] = dataclasses.field(default_factory=list)
+    state: list[float] = dataclasses.field(default_factory=list)  # in the layout's unit
+    device: list[str] = dataclasses.field(default_factory=list)
+    cycle: list[str] = dataclasses.field(default_factory=list)
+    voltage: list[float] = dataclasses.field(default_factory=list)  # volts
+    width: list[float] = dataclasses.field(default_factory=list)  # seconds
+    last_pulse: dict[tuple, tuple[int, int]] = dataclasses.field(
+        default_factory=dict
+    )  # (device, cycle) -> (pulse_number, row)
+
+
+def _read_rows(src: str, reader, layout: _Layout) -> _Columns:
+    """Check every data row after the header (blank lines skipped) and collect its values."""
+    columns = _Columns()
+    n_cols = len(layout.names)
+    row = 0
+    for fields in reader:
+        if not fields or not any(f.strip() for f in fields):
+            continue  # blank line
+        row += 1
+        line = reader.line_num
+        if len(fields) != n_cols:
+            raise MeasurementError(
+                f"{src}: row {row} (line {line}): has {len(fields)} fields {fields!r}; the header has {n_cols} ({', '.join(layout.names)})"
+            )
+        _add_row(src, row, line, [x.strip() for x in fields], layout, columns)
+    return columns
+
+
+def _add_row(src: str, row: int, line: int, f: list[str], layout: _Layout, columns: _Columns) -> None:
+    """Check the stripped cells ``f`` of one data row and append their values to ``columns``."""
+    col = layout.col
+    i_pn, i_pol, i_state = col["pulse_number"], col["polarity"], col[layout.state_col]
+    pn = _number(src, "pulse_number", row, line, f[i_pn], "a positive integer")
+    if pn < 1 or pn != int(pn):
+        raise MeasurementError(
+            f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be a positive integer (1, 2, ...)"
+        )
+    pol = _number(src, "polarity", row, line, f[i_pol], "+1 or -1")
+    if pol not in (1.0, -1.0):
+        raise MeasurementError(
+            f"{src}: column 'polarity', row {row} (line {line}): value {f[i_pol]!r} is not allowed; must be +1 (potentiating) or -1 (depressing)"
+        )
+    allowed = ">= 0 (a conductance)" if layout.unit == "S" else "a finite number"
+    s = _number(src, layout.state_col, row, line, f[i_state], allowed)
+    if layout.unit == "S" and s < 0:
+        raise MeasurementError(
+            f"{src}: column {layout.state_col!r}, row {row} (line {line}): value {f[i_state]!r} is not allowed; must be >= 0 (a conductance)"
+        )
+    key = _add_optional(src, row, line, f, col, columns)
+    pn_i = int(pn)
+    _check_increasing(src, row, line, key, pn_i, col, columns.last_pulse.get(key))
+    columns.last_pulse[key] = (pn_i, row)
+    columns.pulse_number.append(pn_i)
+    columns.polarity.append(int(pol))
+    columns.state.append(s * layout.factor)
+
+
+def _add_optional(
+    src: str, row: int, line: int, f: list[str], col: dict[str, int], columns: _Columns
+) -> tuple[str | None, str | None]:
+    """Check and append one row's optional cells; return its (device, cycle) key."""
+    i_dev, i_cyc = col.get("device"), col.get("cycle")
+    i_v, i_w = col.get("voltage_v"), col.get("width_s")
+    d = c = None
+    if i_dev is not None:
+        d = _label(src, "device", row, line, f[i_dev])
+        columns.device.append(d)
+    if i_cyc is not None:
+        c = _label(src, "cycle", row, line, f[i_cyc])
+        columns.cycle.append(c)
+    if i_v is not None:
+        columns.voltage.append(_number(src, "voltage_v", row, line, f[i_v], "a finite number of volts"))
+    if i_w is not None:
+        wd = _number(src, "width_s", row, line, f[i_w], "a number of seconds > 0")
+        if wd <= 0:
+            raise MeasurementError(
+                f"{src}: column 'width_s', row {row} (line {line}): value {f[i_w]!r} is not allowed; must be > 0 (seconds)"
+            )
+        columns.width.append(wd)
+    return d, c
+
+
+def _check_increasing(
+    src: str, row: int, line: int, key: tuple, pn_i: int, col: dict[str, int], prev: tuple[int, int] | None
+) -> None:
+    """Raise if ``pn_i`` does not exceed ``prev``, the last (pulse_number, row) of the same device/cycle."""
+    if prev is None or pn_i > prev[0]:
+        return
+    d, c = key
+    where = f" within {Segment(d, c, np.empty(0)).label}" if key != (None, None) else ""
+    if pn_i == prev[0]:
+        raise MeasurementError(
+            f"{src}: column 'pulse_number', row {row} (line {line}): value {pn_i} repeats row {prev[1]}{where}; "
+            "pulse numbers must increase within each device/cycle"
+        )
+    if "device" not in col and "cycle" not in col:
+        hint = "add a device or cycle column"
+    elif "cycle" not in col:
+        hint = "add a cycle column (a new sweep of the same device)"
+    else:
+        hint = "pulse numbers must increase within each device/cycle"
+    raise MeasurementError(
+        f"{src}: column 'pulse_number': pulse_number goes back from {prev[0]} to {pn_i} at row {row} "
+        f"(line {line}){where}: {hint}"
+    )
+
+
+def _measurement(src: str, layout: _Layout, columns: _Columns) -> Measurement:
+    """Build the :class:`Measurement`; an error unless every device/cycle has at least 2 readings."""
+    if not columns.state:
         raise MeasurementError(f"{src}: header only, no data rows; expected one row per pulse after the header")
-    if len(state) == 1:
+    if len(columns.state) == 1:
         raise MeasurementError(f"{src}: a single data point (row 1); at least 2 readings are needed to fit")
+    col = layout.col
     m = Measurement(
         source=src,
-        pulse_number=np.asarray(pulse_number, np.int64),
-        polarity=np.asarray(polarity, np.int8),
-        state=np.asarray(state, np.float64),
-        unit=unit,
-        state_column=state_col,
-        device=np.asarray(device, dtype=str) if i_dev is not None else None,
-        cycle=np.asarray(cycle, dtype=str) if i_cyc is not None else None,
-        voltage_v=np.asarray(voltage, np.float64) if i_v is not None else None,
-        width_s=np.asarray(width, np.float64) if i_w is not None else None,
+        pulse_number=np.asarray(columns.pulse_number, np.int64),
+        polarity=np.asarray(columns.polarity, np.int8),
+        state=np.asarray(columns.state, np.float64),
+        unit=layout.unit,
+        state_column=layout.state_col,
+        device=np.asarray(columns.device, dtype=str) if "device" in col else None,
+        cycle=np.asarray(columns.cycle, dtype=str) if "cycle" in col else None,
+        voltage_v=np.asarray(columns.voltage, np.float64) if "voltage_v" in col else None,
+        width_s=np.asarray(columns.width, np.float64) if "width_s" in col else None,
     )
     for seg in m.segments():
         if seg.rows.size < 2:
