@@ -29,6 +29,7 @@ from .fitting import (
 )
 from .linear_step import LinearStep
 from .measurements import Measurement, MeasurementError, load_measurement
+from .numerics import safe_pow, safe_sqrt, up_down_bias
 from .one_sided import OneSided
 from .piecewise_step import PiecewiseStep
 from .pow_step import PowStep
@@ -43,13 +44,16 @@ from .protonic import (
 )
 from .pulsed import (
     AbstractPulsedModel,
+    CrossPointDraws,
     CrossPoints,
     ParameterRule,
     PulsedParams,
     apply_pulses,
+    crosspoints,
     draw_crosspoints,
     expected_step,
     nominal_crosspoints,
+    standard_draws,
     symmetry_point,
 )
 from .registry import MODELS, model_class
@@ -57,13 +61,19 @@ from .response import Response, expected_response, parse_pulse_spec, pulse_polar
 from .soft_bounds import SoftBounds
 
 __all__ = [
+    "safe_pow",
+    "safe_sqrt",
+    "up_down_bias",
     "BUILTIN_CARDS",
     "MODELS",
     "OneSided",
     "AbstractPulsedModel",
     "CardError",
     "ConstantStep",
+    "CrossPointDraws",
     "CrossPoints",
+    "crosspoints",
+    "standard_draws",
     "DeviceCard",
     "ExpStep",
     "LinearStep",

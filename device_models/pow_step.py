@@ -32,20 +32,10 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from .numerics import safe_pow
 from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
 
 __all__ = ["PowStep"]
-
-
-def _safe_pow(base: jax.Array, gamma: jax.Array) -> jax.Array:
-    """``base ** gamma`` for ``base`` in [0, 1] and ``gamma >= 0``, with ``0 ** 0 = 1``.
-
-    Double ``where``: the power is only evaluated at a positive base, so neither the value nor
-    the gradient (``gamma * base**(gamma - 1)``, ``log(base) * base**gamma``) is inf or NaN.
-    """
-    positive = base > 0
-    safe = jnp.where(positive, base, 1.0)
-    return jnp.where(positive, safe**gamma, jnp.where(gamma == 0, 1.0, 0.0))
 
 
 @register_model
@@ -83,8 +73,8 @@ class PowStep(AbstractPulsedModel):
 
     def step_up(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
         omega, ok = self._fraction(cp.b_max - w, cp)
-        return jnp.where(ok, cp.scale_up * _safe_pow(omega, self.gamma_up), 0.0).astype(w.dtype)
+        return jnp.where(ok, cp.scale_up * safe_pow(omega, self.gamma_up), 0.0).astype(w.dtype)
 
     def step_down(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
         one_minus_omega, ok = self._fraction(w - cp.b_min, cp)
-        return jnp.where(ok, cp.scale_down * _safe_pow(one_minus_omega, self.gamma_down), 0.0).astype(w.dtype)
+        return jnp.where(ok, cp.scale_down * safe_pow(one_minus_omega, self.gamma_down), 0.0).astype(w.dtype)

@@ -32,14 +32,19 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from .numerics import up_down_bias
+
 __all__ = [
     "symmetry_point",
     "AbstractPulsedModel",
+    "CrossPointDraws",
     "CrossPoints",
     "ParameterRule",
     "PulsedParams",
     "apply_pulses",
+    "crosspoints",
     "draw_crosspoints",
+    "standard_draws",
     "expected_step",
     "nominal_crosspoints",
 ]
@@ -158,12 +163,39 @@ class AbstractPulsedModel(abc.ABC):
         return (cp.dw_min_std * step) ** 2
 
 
-def draw_crosspoints(
-    model: AbstractPulsedModel, shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32
-) -> CrossPoints:
-    """Draw each cross-point's own parameters (device-to-device variation), once.
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CrossPointDraws:
+    """The standard-normal draws behind an array's device-to-device variation, drawn once.
 
-    Follows aihwkit's ``PulsedDevice`` population: with independent :math:`\\xi \\sim N(0,1)`,
+    Kept apart from the nominal parameters, so that the cross-points of any parameter set
+    follow from the same draws (:func:`crosspoints`): a sweep over a nominal parameter, or a
+    gradient with respect to it, moves every cross-point consistently (common random numbers).
+    All four arrays have the array's shape, dimensionless.
+    """
+
+    gain: jax.Array  # xi_1: step gain spread (times dw_min_dtod)
+    up_down: jax.Array  # xi_2: up/down asymmetry spread (times up_down_dtod)
+    w_max: jax.Array  # xi_3: upper-bound spread (times w_max_dtod)
+    w_min: jax.Array  # xi_4: lower-bound spread (times w_min_dtod)
+
+
+def standard_draws(shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32) -> CrossPointDraws:
+    """Draw the four standard normals of every cross-point of an array of ``shape``."""
+    k_gain, k_ud, k_max, k_min = jax.random.split(key, 4)
+    return CrossPointDraws(
+        gain=jax.random.normal(k_gain, shape, dtype),
+        up_down=jax.random.normal(k_ud, shape, dtype),
+        w_max=jax.random.normal(k_max, shape, dtype),
+        w_min=jax.random.normal(k_min, shape, dtype),
+    )
+
+
+def crosspoints(model: AbstractPulsedModel, draws: CrossPointDraws) -> CrossPoints:
+    """Each cross-point's own parameters from the nominal ones and the array's draws.
+
+    Follows aihwkit's ``PulsedDevice`` population: with the draws
+    :math:`\\xi_1 .. \\xi_4` (:class:`CrossPointDraws`),
 
     .. math::
         g = 1 + \\sigma_{dw}\\xi_1, \\quad r = \\sigma_{ud}\\xi_2, \\quad
@@ -175,6 +207,38 @@ def draw_crosspoints(
     where :math:`u_+ = 1, u_- = 1 - \\text{up\\_down}` if ``up_down > 0`` and
     :math:`u_+ = 1 + \\text{up\\_down}, u_- = 1` otherwise. Step scales are kept non-negative
     and bounds ordered (``b_min <= 0 <= b_max``), so a rare extreme draw cannot invert a device.
+    A pure function of arrays: it can be vmapped over parameter sets and differentiated.
+
+    Args:
+      model: the device model (its ``pulsed`` field holds the nominal parameters).
+      draws: the array's standard-normal draws (:func:`standard_draws`).
+
+    Returns:
+      The :class:`CrossPoints` of the array, in the draws' dtype.
+    """
+    p = model.pulsed
+    dtype = draws.gain.dtype
+    gain = 1.0 + p.dw_min_dtod * draws.gain
+    r = p.up_down_dtod * draws.up_down
+    up_bias, down_bias = up_down_bias(p.up_down)
+    scale_up = jnp.maximum(p.dw_min * (up_bias + r) * gain, 0.0)
+    scale_down = jnp.maximum(p.dw_min * (down_bias - r) * gain, 0.0)
+    b_max = jnp.maximum(p.w_max * (1.0 + p.w_max_dtod * draws.w_max), 0.0)
+    b_min = jnp.minimum(p.w_min * (1.0 + p.w_min_dtod * draws.w_min), 0.0)
+    return CrossPoints(
+        scale_up=scale_up.astype(dtype),
+        scale_down=scale_down.astype(dtype),
+        b_max=b_max.astype(dtype),
+        b_min=b_min.astype(dtype),
+        dw_min_std=jnp.asarray(p.dw_min_std, dtype),
+    )
+
+
+def draw_crosspoints(
+    model: AbstractPulsedModel, shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32
+) -> CrossPoints:
+    """Draw each cross-point's own parameters (device-to-device variation), once:
+    :func:`crosspoints` of :func:`standard_draws`.
 
     Args:
       model: the device model (its ``pulsed`` field holds the nominal parameters).
@@ -185,30 +249,13 @@ def draw_crosspoints(
     Returns:
       The :class:`CrossPoints` of the array.
     """
-    p = model.pulsed
-    k_gain, k_ud, k_max, k_min = jax.random.split(key, 4)
-    gain = 1.0 + p.dw_min_dtod * jax.random.normal(k_gain, shape, dtype)
-    r = p.up_down_dtod * jax.random.normal(k_ud, shape, dtype)
-    up_bias = jnp.where(p.up_down > 0, 1.0, 1.0 + p.up_down)
-    down_bias = jnp.where(p.up_down > 0, 1.0 - p.up_down, 1.0)
-    scale_up = jnp.maximum(p.dw_min * (up_bias + r) * gain, 0.0)
-    scale_down = jnp.maximum(p.dw_min * (down_bias - r) * gain, 0.0)
-    b_max = jnp.maximum(p.w_max * (1.0 + p.w_max_dtod * jax.random.normal(k_max, shape, dtype)), 0.0)
-    b_min = jnp.minimum(p.w_min * (1.0 + p.w_min_dtod * jax.random.normal(k_min, shape, dtype)), 0.0)
-    return CrossPoints(
-        scale_up=scale_up.astype(dtype),
-        scale_down=scale_down.astype(dtype),
-        b_max=b_max.astype(dtype),
-        b_min=b_min.astype(dtype),
-        dw_min_std=jnp.asarray(p.dw_min_std, dtype),
-    )
+    return crosspoints(model, standard_draws(shape, key=key, dtype=dtype))
 
 
 def nominal_crosspoints(model: AbstractPulsedModel, shape: tuple[int, ...], dtype=jnp.float32) -> CrossPoints:
     """Cross-points that all equal the nominal device (no device-to-device variation)."""
     p = model.pulsed
-    up_bias = jnp.where(p.up_down > 0, 1.0, 1.0 + p.up_down)
-    down_bias = jnp.where(p.up_down > 0, 1.0 - p.up_down, 1.0)
+    up_bias, down_bias = up_down_bias(p.up_down)
     full = lambda v: jnp.full(shape, v, dtype)  # noqa: E731
     return CrossPoints(
         scale_up=full(p.dw_min * up_bias),
