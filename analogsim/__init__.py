@@ -15,7 +15,7 @@ from .conv import AnalogConv, SmallCNN
 from .convert import convert
 from .data import DataError, Dataset, load_dataset
 from .inference import evaluate_after
-from .layers import AnalogLinear, AnalogWeight, DeviceParameters, analog_layers
+from .layers import AbstractAnalogLayer, AnalogLinear, AnalogWeight, DeviceDraws, DeviceModel, analog_layers
 from .models import MLP
 from .parallel import (
     data_mesh,
@@ -31,7 +31,17 @@ from .parallel import (
 from .periphery import IOParameters, analog_mvm, quantize
 from .pulsed_update import UpdateParameters, pulse_probabilities, pulsed_update
 from .tile import analog_matmul
-from .training import ConfigError, TrainConfig, TrainingError, evaluate, make_train_step, train
+from .training import (
+    ConfigError,
+    MetricsLogger,
+    RunResult,
+    TrainConfig,
+    TrainingError,
+    evaluate,
+    make_train_step,
+    train,
+    train_model,
+)
 
 __all__ = [
     "AGAD",
@@ -59,7 +69,12 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Dataset",
-    "DeviceParameters",
+    "AbstractAnalogLayer",
+    "DeviceDraws",
+    "DeviceModel",
+    "MetricsLogger",
+    "RunResult",
+    "train_model",
     "IOParameters",
     "MLP",
     "SmallCNN",

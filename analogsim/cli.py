@@ -6,6 +6,7 @@ Bad input (flags, cards, datasets) gives a one-line ``error: ...`` on stderr and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -66,11 +67,10 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="analogsim", description="Train neural networks on simulated analog crossbars.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_train_parser(sub) -> None:
+    """The ``train`` command: one flag per :class:`TrainConfig` field."""
     d = TrainConfig()
-    t = sub.add_parser("train", help="train an MLP on simulated analog hardware")
+    t = sub.add_parser("train", help="train a network on simulated analog hardware")
     t.add_argument(
         "--dataset", default=d.dataset, help="digits (default, offline), mnist (with --data-dir) or PATH.npz"
     )
@@ -106,7 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     t.add_argument("--lr", type=_positive_float, default=d.lr)
-    t.add_argument("--hidden", type=_widths, default=d.hidden, help="hidden widths, e.g. 256,128")
+    t.add_argument(
+        "--model",
+        default=d.model,
+        help="mlp (default; --hidden widths), cnn (a small CNN for square images: digits, MNIST), or "
+        "module:factory, a function of num_features, num_classes, device, update, algorithm, reference, "
+        "activation and rngs returning an nnx model",
+    )
+    t.add_argument("--hidden", type=_widths, default=d.hidden, help="hidden widths of the MLP, e.g. 256,128")
     t.add_argument("--activation", default=d.activation, choices=("tanh", "relu", "sigmoid"))
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument(
@@ -127,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="analogsim", description="Train neural networks on simulated analog crossbars.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train_parser(sub)
     sub.add_parser("devices", help="list the built-in device cards")
     add_response_parser(sub)
     add_fit_parser(sub)
@@ -219,28 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             _evaluate(args)
             return 0
-        config = TrainConfig(
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            device=args.device,
-            algorithm=args.algorithm,
-            algo_options=tuple(args.algo_opt),
-            reference=args.reference,
-            update_mode=args.update_mode,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            hidden=args.hidden,
-            activation=args.activation,
-            seed=args.seed,
-            energy_report=args.energy_report,
-            force=args.force,
-            periphery=args.periphery,
-            grid_intensity=args.grid_intensity,
-            checkpoint_dir=args.checkpoint_dir,
-            resume=args.resume,
-            steps_per_call=args.steps_per_call,
-        )
+        # every config field has a flag of the same name (--algo-opt fills algo_options)
+        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"algo_options", "eval_batch_size"}
+        config = TrainConfig(algo_options=tuple(args.algo_opt), **{n: getattr(args, n) for n in names})
         config.validate()
         if config.algorithm != "digital":
             load_card(config.device)  # fail on a bad card before loading data

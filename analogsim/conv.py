@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .layers import AnalogLinear
+from .layers import AbstractAnalogLayer, AnalogLinear
 from .models import ACTIVATIONS, _torch_uniform
 from .pulsed_update import UpdateParameters
 
@@ -108,7 +108,7 @@ def array_to_conv_kernel(w: jax.Array, kernel_size: Sequence[int], in_channels: 
     return jnp.transpose(k, (*range(2, n + 2), 1, 0))
 
 
-class AnalogConv(AnalogLinear):
+class AnalogConv(AbstractAnalogLayer):
     """A 1-D or 2-D convolution whose kernel lives on one analog crossbar (im2col).
 
     Channels-last layouts as :class:`flax.nnx.Conv`: ``(batch, width, in)`` for 1-D and
@@ -201,11 +201,7 @@ class AnalogConv(AnalogLinear):
         lead = x.shape[: x.ndim - n - 1]
         patches = self.patches(x.reshape(-1, *x.shape[x.ndim - n - 1 :]))
         out_spatial = patches.shape[1:-1]
-        y = super().__call__(patches.reshape(-1, self.in_features), key=key)
-        tape = self.tape.get_value()
-        if "probe" in tape:
-            # the un-unrolled input, so the trainer can tell that this layer reads the network input
-            self.tape.set_value({**tape, "input": x})
+        y = self._read(patches.reshape(-1, self.in_features), x, key)
         return y.reshape(*lead, *out_spatial, self.out_features)
 
     def kernel_weights(self) -> jax.Array:
@@ -232,6 +228,8 @@ class SmallCNN(nnx.Module):
       device: card name/path, :class:`~device_models.DeviceCard` or model for the analog
         layers; ``None`` builds digital layers.
       update: pulsed-update settings of the analog layers.
+      algorithm: update rule of the analog layers; ``None``: analog SGD.
+      reference: what analog weights are read against (:class:`AnalogLinear`).
       rngs: random streams.
 
     Example:
@@ -250,6 +248,8 @@ class SmallCNN(nnx.Module):
         *,
         device=None,
         update: UpdateParameters = UpdateParameters(),
+        algorithm=None,
+        reference: str = "zero",
         rngs: nnx.Rngs,
     ):
         if activation not in ACTIVATIONS:
@@ -276,9 +276,12 @@ class SmallCNN(nnx.Module):
             self.conv2 = conv(c1, c2)
             self.head = nnx.Linear(flat, num_classes, kernel_init=init, bias_init=init, rngs=rngs)
         else:
-            self.conv1 = AnalogConv(1, c1, (3, 3), device=device, update=update, rngs=rngs)
-            self.conv2 = AnalogConv(c1, c2, (3, 3), device=device, update=update, rngs=rngs)
-            self.head = AnalogLinear(flat, num_classes, device=device, update=update, rngs=rngs)
+            kw = {"device": device, "update": update, "reference": reference, "rngs": rngs}
+            if algorithm is not None:
+                kw["algorithm"] = algorithm
+            self.conv1 = AnalogConv(1, c1, (3, 3), **kw)
+            self.conv2 = AnalogConv(c1, c2, (3, 3), **kw)
+            self.head = AnalogLinear(flat, num_classes, **kw)
 
     def digital_ops_per_sample(self) -> int:
         """Digital operations per training sample outside the arrays (the energy ledger's

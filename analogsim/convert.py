@@ -34,13 +34,11 @@ from device_models import AbstractPulsedModel, DeviceCard
 
 from .algorithms import SGD, AbstractUpdateRule
 from .conv import AnalogConv, conv_kernel_to_array
-from .layers import BACKWARD_IO, AnalogLinear
+from .layers import AUTO_SCALE_FILL, BACKWARD_IO, AbstractAnalogLayer, AnalogLinear
 from .periphery import IOParameters
 from .pulsed_update import UpdateParameters
 
 __all__ = ["AUTO_SCALE_FILL", "convert"]
-
-AUTO_SCALE_FILL = 0.9  # "auto" maps the largest |weight| to this fraction of the nominal bound
 
 
 def _path_name(path: tuple) -> str:
@@ -60,7 +58,9 @@ def _analog_twin(layer: nnx.Linear | nnx.Conv, name: str, rngs: nnx.Rngs, kwargs
     """An analog layer of ``layer``'s shape and settings (weights not yet programmed)."""
     use_bias = layer.bias is not None
     if isinstance(layer, nnx.Linear):
-        return AnalogLinear(layer.in_features, layer.out_features, use_bias=use_bias, rngs=rngs, **kwargs)
+        return AnalogLinear(
+            layer.in_features, layer.out_features, use_bias=use_bias, weight_scale=1.0, rngs=rngs, **kwargs
+        )
     unsupported = []
     if layer.feature_group_count != 1:
         unsupported.append(f"feature_group_count={layer.feature_group_count} (only 1)")
@@ -79,6 +79,7 @@ def _analog_twin(layer: nnx.Linear | nnx.Conv, name: str, rngs: nnx.Rngs, kwargs
             padding=layer.padding,
             kernel_dilation=1 if layer.kernel_dilation is None else layer.kernel_dilation,
             use_bias=use_bias,
+            weight_scale=1.0,
             rngs=rngs,
             **kwargs,
         )
@@ -99,6 +100,65 @@ def _scale(w: jax.Array, model: AbstractPulsedModel, weight_scale, name: str) ->
         w_abs = float(jnp.max(jnp.abs(w)))
         return w_abs / (AUTO_SCALE_FILL * bound) if w_abs > 0 else 1.0
     return float(weight_scale)
+
+
+def _check_options(weight_scale, programming_noise: float, key: jax.Array | None) -> None:
+    """Raise ``ValueError`` for a ``weight_scale`` or ``programming_noise`` that :func:`convert` does not allow."""
+    if not (weight_scale is None or weight_scale == "auto"):
+        if isinstance(weight_scale, str) or not (math.isfinite(weight_scale) and weight_scale > 0):
+            raise ValueError(
+                f"convert: weight_scale {weight_scale!r} is not allowed; allowed: 'auto', a finite float > 0, or None"
+            )
+    if not (math.isfinite(programming_noise) and programming_noise >= 0):
+        raise ValueError(
+            f"convert: programming_noise {programming_noise!r} is not allowed; must be a finite number >= 0"
+        )
+    if programming_noise > 0 and key is None:
+        raise ValueError("convert: programming_noise > 0 needs a PRNG key: pass key=jax.random.key(...)")
+
+
+def _programmed(
+    layer: nnx.Linear | nnx.Conv,
+    name: str,
+    index: int,
+    rngs: nnx.Rngs,
+    kwargs: dict,
+    weight_scale,
+    programming_noise: float,
+    key: jax.Array | None,
+) -> AbstractAnalogLayer:
+    """The analog twin of ``layer`` with its weights programmed (the ``index``-th layer converted:
+    its programming noise draws with ``fold_in(key, index)``)."""
+    analog = _analog_twin(layer, name, rngs, kwargs)
+    w = layer.kernel.get_value()
+    w = w.T if isinstance(layer, nnx.Linear) else conv_kernel_to_array(w)
+    s = _scale(w, analog.model, weight_scale, name)
+    target = w.astype(jnp.float32) / s
+    if programming_noise > 0:
+        noise_key = jax.random.fold_in(key, index)
+        target = target + programming_noise * jax.random.normal(noise_key, target.shape, target.dtype)
+    cp = analog.crosspoints()
+    target = target + analog.reference.get_value()
+    analog.weight.set_value(analog.algorithm.program(analog.model, cp, target))
+    # the rule's state (hidden arrays, buffers, a pair's second device) starts from the target
+    analog.rule_state.set_value(analog.algorithm.init(analog.model, target, key=rngs.params()))
+    analog.out_scale.set_value(jnp.asarray(s, jnp.float32))
+    if layer.bias is not None:
+        analog.bias.set_value(jnp.asarray(layer.bias.get_value(), jnp.float32))
+    return analog
+
+
+def _put(holder, path: tuple, name: str, new: AbstractAnalogLayer) -> None:
+    """Put ``new`` at the module path ``path`` of ``holder`` (an attribute, list entry or dict entry)."""
+    parent = holder
+    for p in path[:-1]:
+        parent = parent[p] if _indexed(parent, p) else getattr(parent, p)
+    if isinstance(parent, tuple):
+        raise ValueError(f"convert: layer {name} sits in a tuple, which cannot be changed; use nnx.List")
+    if _indexed(parent, path[-1]):
+        parent[path[-1]] = new
+    else:
+        setattr(parent, path[-1], new)
 
 
 def convert(
@@ -152,17 +212,7 @@ def convert(
       >>> digital = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 2, rngs=nnx.Rngs(1)))
       >>> analog = convert(digital, device="idealized", rngs=nnx.Rngs(2))
     """
-    if not (weight_scale is None or weight_scale == "auto"):
-        if isinstance(weight_scale, str) or not (math.isfinite(weight_scale) and weight_scale > 0):
-            raise ValueError(
-                f"convert: weight_scale {weight_scale!r} is not allowed; allowed: 'auto', a finite float > 0, or None"
-            )
-    if not (math.isfinite(programming_noise) and programming_noise >= 0):
-        raise ValueError(
-            f"convert: programming_noise {programming_noise!r} is not allowed; must be a finite number >= 0"
-        )
-    if programming_noise > 0 and key is None:
-        raise ValueError("convert: programming_noise > 0 needs a PRNG key: pass key=jax.random.key(...)")
+    _check_options(weight_scale, programming_noise, key)
     kwargs = {
         "device": device,
         "forward_io": forward_io,
@@ -173,12 +223,8 @@ def convert(
     }
 
     root = nnx.clone(model)
-    if isinstance(root, nnx.Linear | nnx.Conv):
-        holder = nnx.List([root])
-    else:
-        holder = root
-    done: dict[int, AnalogLinear] = {}  # id of a digital layer -> its analog twin (shared layers stay shared)
-    count = 0
+    holder = nnx.List([root]) if isinstance(root, nnx.Linear | nnx.Conv) else root  # a root layer gets a parent
+    done: dict[int, AbstractAnalogLayer] = {}  # id of a digital layer -> its analog twin (shared layers stay shared)
     while True:
         # a shared layer shows up once per pass; after its first path is replaced, the next pass finds the others
         todo = [(p, m) for p, m in nnx.iter_modules(holder) if isinstance(m, nnx.Linear | nnx.Conv)]
@@ -186,32 +232,9 @@ def convert(
             break
         for path, layer in todo:
             name = _path_name(path if holder is root else path[1:])
-            if id(layer) not in done:
-                analog = _analog_twin(layer, name, rngs, kwargs)
-                w = layer.kernel.get_value()
-                w = w.T if isinstance(layer, nnx.Linear) else conv_kernel_to_array(w)
-                s = _scale(w, analog.model, weight_scale, name)
-                target = w.astype(jnp.float32) / s
-                if programming_noise > 0:
-                    noise_key = jax.random.fold_in(key, count)
-                    target = target + programming_noise * jax.random.normal(noise_key, target.shape, target.dtype)
-                cp = analog.device.get_value()
-                target = target + analog.reference.get_value()
-                analog.weight.set_value(analog.algorithm.program(analog.model, cp, target))
-                # the rule's state (hidden arrays, buffers, a pair's second device) starts from the target
-                analog.rule_state.set_value(analog.algorithm.init(analog.model, target, key=rngs.params()))
-                analog.out_scale.set_value(jnp.asarray(s, jnp.float32))
-                if layer.bias is not None:
-                    analog.bias.set_value(jnp.asarray(layer.bias.get_value(), jnp.float32))
-                done[id(layer)] = analog
-                count += 1
-            parent = holder
-            for p in path[:-1]:
-                parent = parent[p] if _indexed(parent, p) else getattr(parent, p)
-            if isinstance(parent, tuple):
-                raise ValueError(f"convert: layer {name} sits in a tuple, which cannot be changed; use nnx.List")
-            if _indexed(parent, path[-1]):
-                parent[path[-1]] = done[id(layer)]
-            else:
-                setattr(parent, path[-1], done[id(layer)])
+            if id(layer) not in done:  # len(done): the number of layers programmed so far
+                done[id(layer)] = _programmed(
+                    layer, name, len(done), rngs, kwargs, weight_scale, programming_noise, key
+                )
+            _put(holder, path, name, done[id(layer)])
     return holder[0] if holder is not root else root

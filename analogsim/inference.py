@@ -80,7 +80,7 @@ def evaluate_after(
         m = nnx.merge(graphdef, state.params, state.analog, state.rest)
         for _, layer in analog_layers(m):
             w0 = layer.weight.get_value()
-            cp = layer.device.get_value()
+            cp = layer.crosspoints()
             wt = retain(retention, w0, t, b_min=cp.b_min, b_max=cp.b_max)
             layer.weight.set_value(wt)
             if retention.read_noise_std:

@@ -1,22 +1,52 @@
 """Flax nnx layers whose weights live on simulated analog crossbars.
 
-The device states are stored in :class:`AnalogWeight` and the per-cross-point device
-parameters in :class:`DeviceParameters`, both ``nnx.Variable`` subclasses that are *not*
-``nnx.Param``: ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.grad`` never touch
-them. Analog weights change only through pulsed updates (:mod:`analogsim.training`).
+State of one analog array, each an ``nnx.Variable`` subclass that is *not* ``nnx.Param``
+(``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.grad`` never touch them):
+
+- :class:`AnalogWeight` (out, in): the device states, normalised weight units; they change
+  only through pulsed updates (:mod:`analogsim.training`);
+- :class:`DeviceModel`: the device model (:mod:`device_models`) with its continuous
+  parameters as float32 array leaves, so a sweep can ``vmap`` over them and ``jax.grad`` can
+  differentiate through them;
+- :class:`DeviceDraws` (out, in) x 4: the standard normals of the device-to-device variation,
+  drawn once; each cross-point's parameters follow from them and the device model
+  (:func:`device_models.crosspoints`), so a change of a nominal parameter moves every
+  cross-point consistently;
+- :class:`Reference`, :class:`OutputScale`, :class:`RuleState`: read reference, digital output
+  factor, state of the update rule.
+
+*Recording for the pulsed update.* A training step runs the forward pass under
+``nnx.capture(..., Recorded, ErrorProbe)`` (:func:`capture_calls`). Each call of the layer then
+adds a zero :class:`ErrorProbe` to its output (``nnx.Module.perturb``: the gradient of the loss
+with respect to the probe is the per-sample error ``d`` at that call) and sows the input
+vectors and read counts of the call as :class:`Recorded` values (``nnx.Module.sow``). A layer called ``k`` times in one
+forward pass (weight sharing, an unrolled recurrence) records ``k`` calls, its update sums the
+``k`` outer products, and the ledger counts ``k`` reads, as hardware that reads one array
+``k`` times would. Outside a training step nothing is recorded.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+from flax.errors import TraceContextError
 
-from device_models import AbstractPulsedModel, DeviceCard, draw_crosspoints, load_card, symmetry_point
+from device_models import (
+    AbstractPulsedModel,
+    CrossPoints,
+    DeviceCard,
+    builtin_card_names,
+    crosspoints,
+    load_card,
+    standard_draws,
+    symmetry_point,
+)
 
 from .algorithms import SGD, AbstractUpdateRule
 from .periphery import IOParameters
@@ -24,25 +54,44 @@ from .pulsed_update import UpdateParameters
 from .tile import analog_matmul
 
 __all__ = [
+    "AUTO_SCALE_FILL",
+    "AbstractAnalogLayer",
     "AnalogLinear",
     "AnalogWeight",
-    "DeviceParameters",
+    "DeviceDraws",
+    "DeviceModel",
+    "ErrorProbe",
     "OutputScale",
+    "Recorded",
     "Reference",
     "RuleState",
-    "Tape",
+    "SMALL_RANGE_WARNING",
     "analog_layers",
+    "as_array_model",
+    "card_reference",
+    "capture_calls",
+    "layer_calls",
 ]
 
 BACKWARD_IO = IOParameters(bound_management="none")
+AUTO_SCALE_FILL = 0.9  # weight_scale "auto" maps the largest |weight| to this fraction of the nominal bound
+# A layer whose initial weights span less than this fraction of the device's nominal range
+# warns (its reads are dominated by output noise and quantisation): 3,000 inputs with the
+# +-1/sqrt(in) initialisation span 3% of a +-0.6 device; RT-MNIST's 784 inputs 6%.
+SMALL_RANGE_WARNING = 0.05
 
 
 class AnalogWeight(nnx.Variable):
     """Device states of an analog array, (out, in), normalised weight units."""
 
 
-class DeviceParameters(nnx.Variable):
-    """Per-cross-point device parameters (:class:`device_models.CrossPoints`), drawn once."""
+class DeviceModel(nnx.Variable):
+    """The array's device model; its continuous parameters are float32 array leaves."""
+
+
+class DeviceDraws(nnx.Variable):
+    """The standard-normal draws of the array's device-to-device variation
+    (:class:`device_models.CrossPointDraws`), drawn once."""
 
 
 class RuleState(nnx.Variable):
@@ -60,38 +109,195 @@ REFERENCES = ("zero", "symmetry-point")
 
 
 class OutputScale(nnx.Variable):
-    """A digital factor on the analog output (1 by default): global drift compensation sets it."""
+    """A digital factor on the analog output: the weight scale of the mapping (1 when weights
+    are stored as they are), or a drift compensation."""
 
 
-class Tape(nnx.Variable):
-    """Scratch space the trainer uses to collect what the pulsed update needs.
-
-    Empty outside training. During a training step the trainer puts a zero ``probe`` of the
-    output's shape here, and the ``key`` of the step's reads; the layer adds the probe to its
-    output (so the gradient with respect to the probe is the per-sample error ``d``) and
-    records its input ``x`` and read counts. With ``{"record": True}`` (evaluation) it records
-    the read counts only.
-    """
+class Recorded(nnx.Variable):
+    """What a training step records per call of a layer (a tuple, one entry per call)."""
 
 
-def _as_model(device: DeviceCard | AbstractPulsedModel | str) -> AbstractPulsedModel:
+class ErrorProbe(nnx.Perturbation):
+    """A zero added to one call's output in a training step; its gradient is that call's error."""
+
+
+def as_array_model(device: DeviceCard | AbstractPulsedModel | str) -> AbstractPulsedModel:
+    """The device model of ``device`` with every continuous parameter as a float32 array."""
     if isinstance(device, str):
         device = load_card(device)
     if isinstance(device, DeviceCard):
         device = device.model
     if not isinstance(device, AbstractPulsedModel):
         raise TypeError(f"device: expected a card name, DeviceCard or device model, got {type(device).__name__}")
-
-    # Static module attributes must be hashable: every parameter becomes a Python float (tables
-    # become tuples of floats).
-    def to_static(v):
-        a = np.asarray(v)
-        return float(a) if a.ndim == 0 else tuple(float(t) for t in a.ravel())
-
-    return jax.tree.map(to_static, device)
+    return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), device)
 
 
-class AnalogLinear(nnx.Module):
+def card_reference(device) -> str | None:
+    """What names the card of ``device`` (a built-in name or a card file), so the energy ledger
+    can price the layer with its own card; ``None`` for a bare device model."""
+    if isinstance(device, str):
+        return device
+    if isinstance(device, DeviceCard):
+        return device.name if device.name in builtin_card_names() else device.source_file
+    return None
+
+
+def _nominal_bound(model: AbstractPulsedModel) -> float:
+    """The smaller magnitude of the nominal bounds (concrete models only)."""
+    return min(float(model.pulsed.w_max), -float(model.pulsed.w_min))
+
+
+_warned_jit_rngs = False
+
+
+class AbstractAnalogLayer(nnx.Module, abc.ABC):
+    """The state and the read of one analog array; :class:`AnalogLinear` and
+    :class:`~analogsim.conv.AnalogConv` say how a call turns into input vectors."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        device: DeviceCard | AbstractPulsedModel | str = "constant-step",
+        use_bias: bool = True,
+        forward_io: IOParameters = IOParameters(),
+        backward_io: IOParameters = BACKWARD_IO,
+        update: UpdateParameters = UpdateParameters(),
+        algorithm: AbstractUpdateRule = SGD(),
+        reference: str = "zero",
+        weight_scale: str | float | None = None,
+        rngs: nnx.Rngs,
+    ):
+        name = type(self).__name__
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"{name}: sizes must be >= 1, got in={in_features}, out={out_features}")
+        if not isinstance(algorithm, AbstractUpdateRule):
+            raise TypeError(f"algorithm: expected an update rule, got {type(algorithm).__name__}")
+        if reference not in REFERENCES:
+            raise ValueError(f"{name}.reference: value {reference!r} is not allowed; allowed: {', '.join(REFERENCES)}")
+        self.in_features = in_features
+        self.out_features = out_features
+        model = as_array_model(device)
+        self.device_model = DeviceModel(model)
+        self.card = card_reference(device)  # static: prices this layer's events (energy ledger)
+        self.forward_io = forward_io
+        # the backward read uses the same physical tiles as the forward read
+        self.backward_io = dataclasses.replace(
+            backward_io, max_input_size=forward_io.max_input_size, max_output_size=forward_io.max_output_size
+        )
+        self.update = update
+        self.algorithm = algorithm
+        k_w, k_b, k_dev, k_read = jax.random.split(rngs.params(), 4)
+        bound = 1.0 / math.sqrt(in_features)
+        draws = standard_draws((out_features, in_features), key=k_dev)
+        self.draws = DeviceDraws(draws)
+        cp = crosspoints(model, draws)
+        w0 = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
+        scale = self._weight_scale(w0, model, weight_scale)
+        w0 = w0 / scale
+        ref = symmetry_point(model, cp) if reference == "symmetry-point" else jnp.zeros((), jnp.float32)
+        self.reference = Reference(ref)
+        # static: with the zero reference the read skips the subtraction (a full pass over the
+        # array that XLA cannot drop, the reference being an array)
+        self.reference_kind = reference
+        self.weight = AnalogWeight(algorithm.program(model, cp, w0 + ref))
+        self.bias = (
+            nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
+        )
+        self.rngs = nnx.Rngs(read=k_read)
+        self.out_scale = OutputScale(jnp.asarray(scale, jnp.float32))
+        # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
+        self.rule_state = RuleState(algorithm.init(model, w0 + ref, key=jax.random.fold_in(k_dev, 1)))
+
+    def _weight_scale(self, w0: jax.Array, model: AbstractPulsedModel, weight_scale) -> float:
+        """The output scale of the initial mapping; warns when the weights would use a sliver
+        of the device range."""
+        name = type(self).__name__
+        bound = _nominal_bound(model)
+        w_abs = float(jnp.max(jnp.abs(w0)))
+        if weight_scale is None:
+            if bound > 0 and w_abs / bound < SMALL_RANGE_WARNING:
+                warnings.warn(
+                    f"{name}({self.in_features}, {self.out_features}): the initial weights span {w_abs / bound:.1%} "
+                    f"of the device range (+-{bound:g}); reads will be dominated by noise and quantisation. "
+                    "Pass weight_scale='auto' to map them onto the range (the output is scaled back digitally).",
+                    stacklevel=3,
+                )
+            return 1.0
+        if weight_scale == "auto":
+            if not bound > 0:
+                raise ValueError(f"{name}: weight_scale 'auto' needs a device with w_max > 0 > w_min")
+            return w_abs / (AUTO_SCALE_FILL * bound) if w_abs > 0 else 1.0
+        if isinstance(weight_scale, str) or not (math.isfinite(weight_scale) and weight_scale > 0):
+            raise ValueError(
+                f"{name}.weight_scale: value {weight_scale!r} is not allowed; allowed: None, 'auto', a finite float > 0"
+            )
+        return float(weight_scale)
+
+    @property
+    def model(self) -> AbstractPulsedModel:
+        """The device model (continuous parameters as arrays)."""
+        return self.device_model.get_value()
+
+    def crosspoints(self) -> CrossPoints:
+        """Each cross-point's parameters, from the device model and the array's draws."""
+        return crosspoints(self.model, self.draws.get_value())
+
+    def _read_key(self) -> jax.Array:
+        """The next key of the layer's read-noise stream.
+
+        Inside a ``jax.jit``/``jax.grad`` of a closure over the model (instead of ``nnx.jit``)
+        the stream cannot advance (nnx state may not change across trace levels): the key is
+        then taken without advancing, so every call of that compiled function draws the same
+        noise. Pass ``key=`` for fresh noise there.
+        """
+        global _warned_jit_rngs
+        try:
+            return self.rngs.read()
+        except TraceContextError:
+            if not _warned_jit_rngs:
+                _warned_jit_rngs = True
+                warnings.warn(
+                    "analog layer called inside jax.jit/jax.grad of a closure: its read-noise stream cannot "
+                    "advance there, so every call of that function draws the same noise; use nnx.jit, or pass key=",
+                    stacklevel=4,
+                )
+            stream = self.rngs.read
+            return jax.random.fold_in(stream.key.get_value(), stream.count.get_value())
+
+    def _read(self, x2: jax.Array, source: jax.Array, key: jax.Array | None) -> jax.Array:
+        """Read the (rows, in) vectors ``x2`` (rows, out); ``source`` is the call's argument."""
+        if key is None:
+            key = self._read_key()
+        w = self.weight.get_value()
+        if self.reference_kind != "zero":
+            w = w - self.reference.get_value()
+        w = self.algorithm.read_weight(w, self.rule_state.get_value())
+        y, reads = analog_matmul(w, x2, key, self.forward_io, self.backward_io)
+        # a NaN input gives a NaN output (the periphery's clipping would hide it)
+        y = jnp.where(jnp.isnan(x2).any(axis=-1, keepdims=True), jnp.nan, y)
+        y = y * self.out_scale.get_value()
+        # Under nnx.capture(..., Recorded, ErrorProbe) (a training pass) the module holds the
+        # capture's collections in ``__captures__``, where sow and perturb find them too; the
+        # number of calls recorded so far names this call's probe.
+        recorded = next((v for v in getattr(self, "__captures__", ()) if type(v) is Recorded), None)
+        if recorded is not None:
+            k = len(recorded["inputs"]) if "inputs" in recorded else 0
+            y = self.perturb(f"error_probe_{k}", y, variable_type=ErrorProbe)
+            self.sow(Recorded, "inputs", x2)
+            self.sow(Recorded, "reads", reads)
+            self.sow(Recorded, "sources", source)
+        if self.bias is not None:
+            y = y + self.bias.get_value()
+        return y
+
+    @abc.abstractmethod
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Forward read of ``x``."""
+
+
+class AnalogLinear(AbstractAnalogLayer):
     """A dense layer ``y = W x + b`` with ``W`` on an analog crossbar and ``b`` digital.
 
     Reads go through the forward/backward periphery (:class:`IOParameters`); the weights
@@ -99,7 +305,8 @@ class AnalogLinear(nnx.Module):
     :func:`analogsim.training.train` or :func:`analogsim.training.make_train_step`.
     Initialisation matches aihwkit's ``AnalogLinear`` (PyTorch's): weights and bias uniform in
     :math:`\\pm 1/\\sqrt{in}`, weights clipped to each cross-point's bounds; the bias is digital
-    (aihwkit's ``digital_bias``).
+    (aihwkit's ``digital_bias``). With ``weight_scale`` the weights are stored as
+    :math:`W/s` and the output multiplied back by :math:`s` (as :func:`analogsim.convert` maps).
 
     Args:
       in_features: input size.
@@ -114,101 +321,63 @@ class AnalogLinear(nnx.Module):
       reference: ``"zero"`` (weight = device state) or ``"symmetry-point"`` (weight = state
         minus the cross-point's symmetry point, :func:`device_models.symmetry_point`: random
         up/down pulses then pull weights toward 0 instead of toward an offset).
+      weight_scale: ``None`` (aihwkit's: weights stored as they are; warns when they span less
+        than 5% of the device range), ``"auto"`` (the largest initial weight at 90% of the
+        nominal bound) or a float :math:`s > 0`.
       rngs: ``params`` draws the weights and device-to-device variation; ``read`` seeds this
-        layer's read-noise stream (used when no ``key`` is passed to ``__call__`` and none is on
-        the tape: a training step derives its reads' keys from its own key).
+        layer's read-noise stream (a training step reseeds it from its own key).
 
     Example:
       >>> layer = AnalogLinear(4, 2, device="constant-step", rngs=nnx.Rngs(0))
       >>> y = layer(jnp.ones((3, 4)))
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        device: DeviceCard | AbstractPulsedModel | str = "constant-step",
-        use_bias: bool = True,
-        forward_io: IOParameters = IOParameters(),
-        backward_io: IOParameters = BACKWARD_IO,
-        update: UpdateParameters = UpdateParameters(),
-        algorithm: AbstractUpdateRule = SGD(),
-        reference: str = "zero",
-        rngs: nnx.Rngs,
-    ):
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"AnalogLinear: sizes must be >= 1, got in={in_features}, out={out_features}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.model = _as_model(device)
-        self.forward_io = forward_io
-        # the backward read uses the same physical tiles as the forward read
-        self.backward_io = dataclasses.replace(
-            backward_io, max_input_size=forward_io.max_input_size, max_output_size=forward_io.max_output_size
-        )
-        self.update = update
-        if not isinstance(algorithm, AbstractUpdateRule):
-            raise TypeError(f"algorithm: expected an update rule, got {type(algorithm).__name__}")
-        self.algorithm = algorithm
-        if reference not in REFERENCES:
-            raise ValueError(
-                f"AnalogLinear.reference: value {reference!r} is not allowed; allowed: {', '.join(REFERENCES)}"
-            )
-        k_w, k_b, k_dev, k_read = jax.random.split(rngs.params(), 4)
-        bound = 1.0 / math.sqrt(in_features)
-        cp = draw_crosspoints(self.model, (out_features, in_features), key=k_dev)
-        w0 = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
-        self.device = DeviceParameters(cp)
-        ref = symmetry_point(self.model, cp) if reference == "symmetry-point" else jnp.zeros((), jnp.float32)
-        self.reference = Reference(ref)
-        # static: with the zero reference the read skips the subtraction (a full pass over the
-        # array that XLA cannot drop, the reference being an array)
-        self.reference_kind = reference
-        self.weight = AnalogWeight(algorithm.program(self.model, cp, w0 + ref))
-        self.bias = (
-            nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
-        )
-        self.rngs = nnx.Rngs(read=k_read)
-        self.out_scale = OutputScale(jnp.ones((), jnp.float32))
-        # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
-        k_rule = jax.random.fold_in(k_dev, 1)
-        self.rule_state = RuleState(algorithm.init(self.model, w0 + ref, key=k_rule))
-        self.tape = Tape({})
-
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """Forward read of ``x`` (..., in) -> (..., out).
 
         Args:
           x: inputs; leading dimensions are flattened into the batch.
-          key: PRNG key of the read noise; by default the key on the layer's tape (in a training
-            step), else the layer's own ``read`` stream.
+          key: PRNG key of the read noise; by default the layer's own ``read`` stream.
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"AnalogLinear: input has {x.shape[-1]} features, layer expects {self.in_features}")
-        tape = self.tape.get_value()
-        if key is None:
-            # a training step hands each layer a read key on its tape (derived from the step's
-            # key); otherwise the layer's own stream
-            key = tape["key"] if "key" in tape else self.rngs.read()
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        w = self.weight.get_value()
-        if self.reference_kind != "zero":
-            w = w - self.reference.get_value()
-        w = self.algorithm.read_weight(w, self.rule_state.get_value())
-        y, reads = analog_matmul(w, x2, key, self.forward_io, self.backward_io)
-        y = y * self.out_scale.get_value()
-        if "probe" in tape:
-            y = y + tape["probe"]
-            self.tape.set_value({**tape, "x": x2, "reads": reads})
-        elif tape.get("record"):
-            self.tape.set_value({**tape, "reads": reads})
-        if self.bias is not None:
-            y = y + self.bias.get_value()
+        y = self._read(x.reshape(-1, self.in_features), x, key)
         return y.reshape(*lead, self.out_features)
 
 
-def analog_layers(model: nnx.Module) -> list[tuple[tuple, AnalogLinear]]:
+def analog_layers(model: nnx.Module) -> list[tuple[tuple, AbstractAnalogLayer]]:
     """The analog layers of ``model`` with their paths, in a fixed (path) order."""
-    return [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, AnalogLinear)]
+    return [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, AbstractAnalogLayer)]
+
+
+def capture_calls(model: nnx.Module, x: jax.Array, probes=None):
+    """``model(x)`` with every analog layer's calls recorded (module docstring).
+
+    Args:
+      model: the model.
+      x: its input.
+      probes: values of the :class:`ErrorProbe` s (a ``State`` from an earlier capture);
+        ``None``: zeros.
+
+    Returns:
+      ``(y, recorded, probes)``: the output, the :class:`Recorded` ``State`` and the
+      :class:`ErrorProbe` ``State``, both keyed by layer path (:func:`layer_calls`).
+    """
+    capture = nnx.capture(lambda m, x: m(x), Recorded, ErrorProbe, init=probes)
+    return capture(model, x)
+
+
+def layer_calls(recorded, path: tuple) -> list[dict[str, jax.Array]]:
+    """What the layer at ``path`` recorded in a :func:`capture_calls`: per call its ``inputs``
+    (rows, in), ``reads`` (rows,) and ``source`` (the call's argument)."""
+    node = recorded
+    for p in path:
+        if p not in node:
+            return []
+        node = node[p]
+    value = lambda v: v.get_value() if isinstance(v, nnx.Variable) else v  # noqa: E731
+    return [
+        {"inputs": x, "reads": r, "source": s}
+        for x, r, s in zip(value(node["inputs"]), value(node["reads"]), value(node["sources"]), strict=True)
+    ]

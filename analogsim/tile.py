@@ -40,7 +40,10 @@ additions (see :func:`tile_grid`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +51,16 @@ import numpy as np
 
 from .periphery import IOParameters, MVMResult, analog_mvm
 
-__all__ = ["UNROLL_TILES", "analog_matmul", "read_tiles", "split_sizes", "tile_grid", "tiled_mvm"]
+__all__ = [
+    "AnalogGradientWarning",
+    "UNROLL_TILES",
+    "analog_matmul",
+    "pulsed_training",
+    "read_tiles",
+    "split_sizes",
+    "tile_grid",
+    "tiled_mvm",
+]
 
 # Arrays of up to this many tiles are read tile after tile in the program (one slice of the
 # weights each); larger ones in one vectorised pass over zero-padded, tile-major blocks. On CPU
@@ -56,6 +68,25 @@ __all__ = ["UNROLL_TILES", "analog_matmul", "read_tiles", "split_sizes", "tile_g
 # the products, as the batched product needs a tile-major copy of the weights), the second
 # compiles in a time that does not grow with the number of tiles.
 UNROLL_TILES = 8
+
+
+class AnalogGradientWarning(UserWarning):
+    """An analog layer was differentiated outside analogsim's training step."""
+
+
+_IN_TRAINING_STEP = contextvars.ContextVar("analogsim_in_training_step", default=False)
+
+
+@contextlib.contextmanager
+def pulsed_training():
+    """Mark the tracing of a training step whose analog weights are updated by pulses (the
+    trainers of :mod:`analogsim.training`); outside it, differentiating through an analog read
+    warns (:class:`AnalogGradientWarning`)."""
+    token = _IN_TRAINING_STEP.set(True)
+    try:
+        yield
+    finally:
+        _IN_TRAINING_STEP.reset(token)
 
 
 def split_sizes(size: int, max_size: int) -> tuple[int, ...]:
@@ -286,6 +317,16 @@ def analog_matmul(
 
 
 def _fwd(w, x, key, forward_io, backward_io):
+    # (called only when a gradient through the read is being taken)
+    if not _IN_TRAINING_STEP.get():
+        warnings.warn(
+            "a gradient was taken through an analog layer outside analogsim's training step: gradients reach "
+            "digital parameters only, and the crossbar weights do not change (an optimizer pointed at them "
+            "would run float SGD on device states, without pulses or bounds). Train with analogsim.train(model, "
+            "data) or analogsim.make_train_step; for input gradients only, ignore AnalogGradientWarning.",
+            AnalogGradientWarning,
+            stacklevel=2,
+        )
     out = analog_matmul(w, x, key, forward_io, backward_io)
     return out, (w, x, key)
 

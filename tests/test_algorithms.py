@@ -25,7 +25,7 @@ from analogsim.algorithms import (
     make_rule,
 )
 from analogsim.training import ConfigError, TrainConfig
-from device_models import ConstantStep, PulsedParams, draw_crosspoints, nominal_crosspoints
+from device_models import ConstantStep, CrossPointDraws, PulsedParams, draw_crosspoints, nominal_crosspoints
 
 PERFECT = IOParameters(is_perfect=True)
 # A noise-free constant-step device: every pulse moves the weight by exactly dw_min.
@@ -111,7 +111,8 @@ def _transfer_setup(rule, n_out=2, n_in=4):
     cp = nominal_crosspoints(CLEAN, (n_out, n_in))
     w = jnp.zeros((n_out, n_in))
     state = rule.init(CLEAN, w, key=jax.random.key(0))
-    return cp, w, state._replace(fast_device=cp)
+    zeros = jnp.zeros((n_out, n_in))  # zero draws: every cross-point nominal, as cp
+    return cp, w, state._replace(fast_draws=CrossPointDraws(zeros, zeros, zeros, zeros))
 
 
 def test_tiki_taka_transfers_columns_in_turn_by_hand():
@@ -166,7 +167,7 @@ def test_ttv2_buffer_threshold_momentum_by_hand():
     assert (int(counts.pulses_up), int(counts.pulses_down)) == (2, 2)
     assert int(counts.transfer_reads) == 4 and int(counts.digital_ops) == 2 * 4 * 2
     # forget_buffer=False subtracts (1 - momentum) * n * threshold instead
-    rule2 = dataclasses.replace(rule, forget_buffer=False)
+    rule2 = dataclasses.replace(rule, buffer=dataclasses.replace(rule.buffer, forget_buffer=False))
     _, state2, _ = rule2.update(CLEAN, cp, w, state, x, d, 1.0, up, key=jax.random.key(0))
     np.testing.assert_allclose(state2.buffer, np.asarray(fast) - 0.9 * 0.01 * n, rtol=1e-5, atol=1e-8)
 
@@ -176,7 +177,7 @@ def test_chopped_ttv2_undoes_the_chopper_and_flips_at_the_rate_asked():
     cp, w, state = _transfer_setup(rule)
     # the gradient update of A sees x times the chopper ...
     chop = jnp.array([1.0, -1.0, 1.0, -1.0])
-    state = state._replace(chopper=chop)
+    state = state._replace(signal=state.signal._replace(chopper=chop))
     x = jnp.array([[1.0, 1.0, 1.0, 1.0]])
     d = jnp.array([[-0.02, -0.02]])  # W -= lr d x^T: A rises where the chopper is +1
     up = UpdateParameters(mode="exact")
@@ -194,7 +195,7 @@ def test_chopped_ttv2_undoes_the_chopper_and_flips_at_the_rate_asked():
     step = jax.jit(lambda state, key: rule.update(CLEAN, cp, w, state, x, d, 0.1, up, key=key)[1])
     for i in range(50):
         new = step(state, jax.random.key(i))
-        flips += int(jnp.sum(new.chopper != state.chopper))
+        flips += int(jnp.sum(new.signal.chopper != state.signal.chopper))
         state = new
     rate = flips / (50 * 64)
     assert abs(rate - 0.25) < 4 * np.sqrt(0.25 * 0.75 / (50 * 64))
@@ -209,12 +210,12 @@ def test_agad_flips_regularly_and_uses_the_period_mean_as_reference():
     signs = []
     for i in range(9):
         _, state, _ = rule.update(CLEAN, cp, w, state, x, d, 1.0, up, key=jax.random.key(i))
-        signs.append(float(state.chopper[0]))
+        signs.append(float(state.signal.chopper[0]))
     # a flip after every 4th read of the column
     first = signs[0]
     assert signs == [first] * 3 + [-first] * 4 + [first] * 2
     # A holds still, so its running mean converges to its value and the reference follows it
-    assert 0.0 < float(state.reference[0, 0]) <= 0.004
+    assert 0.0 < float(state.signal.reference[0, 0]) <= 0.004
 
 
 def test_mixed_precision_accumulates_exactly_and_sends_whole_pulses():
@@ -239,7 +240,7 @@ def test_mixed_precision_accumulates_exactly_and_sends_whole_pulses():
 
 def test_make_rule_parses_options_and_rejects_bad_ones():
     rule = make_rule("ttv2", {"transfer_every": "2", "momentum": "0.5", "forget_buffer": "false"})
-    assert (rule.transfer_every, rule.momentum, rule.forget_buffer) == (2, 0.5, False)
+    assert (rule.transfer_every, rule.buffer.momentum, rule.buffer.forget_buffer) == (2, 0.5, False)
     assert make_rule("chopped-ttv2", {"columns_per_transfer": "none"}).columns_per_transfer is None
     with pytest.raises(ValueError, match="option 'thres_scale' is not allowed for tiki-taka"):
         make_rule("tiki-taka", {"thres_scale": "2"})
@@ -251,6 +252,28 @@ def test_make_rule_parses_options_and_rejects_bad_ones():
         make_rule("adam")
     with pytest.raises(ConfigError, match="option 'bogus' is not allowed for agad"):
         TrainConfig(algorithm="agad", algo_options=(("bogus", "1"),)).validate()
+
+
+def test_the_tiki_taka_family_is_one_rule_composed_of_parts():
+    """TTv1, TTv2, chopped TTv2 and AGAD are one Transfer rule with other parts (no subclasses
+    switched by flags); a new combination is one constructor call."""
+    from analogsim.algorithms import Buffer, Chopper, Plain, RunningReference, Transfer
+
+    rules = {r.name: r for r in (TikiTaka(), TTv2(), ChoppedTTv2(), AGAD())}
+    assert all(type(r) is Transfer for r in rules.values())
+    assert rules["tiki-taka"].buffer is None and rules["tiki-taka"].signal == Plain()
+    assert rules["ttv2"].buffer == Buffer(momentum=0.1) and rules["ttv2"].signal == Plain()
+    assert rules["chopped-ttv2"].signal == Chopper(0.1) and rules["agad"].signal == RunningReference(0.1)
+    # TTv1 with choppers (no buffer): not a named rule, but it composes and trains a step
+    custom = Transfer(name="chopped-ttv1", signal=Chopper(0.5), columns_per_transfer=2, transfer_io=PERFECT)
+    cp, w, state = _transfer_setup(custom)
+    assert state.signal.chopper.shape == (4,) and state.buffer is None
+    w1, state1, counts = custom.update(
+        CLEAN, cp, w, state, jnp.ones((1, 4)), jnp.full((1, 2), -0.02), 1.0, UpdateParameters(), key=jax.random.key(0)
+    )
+    assert int(counts.transfer_reads) == 2 and int(state1.column) == 2
+    with pytest.raises(ValueError, match=r"Chopper.in_chop_prob: value 2 is not allowed"):
+        Chopper(2)
 
 
 def test_symmetry_point_reference_reads_states_against_each_devices_symmetry_point():

@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 from analogsim import (
+    AbstractAnalogLayer,
     AnalogConv,
-    AnalogLinear,
     IOParameters,
     SmallCNN,
     analog_layers,
@@ -22,6 +22,7 @@ from analogsim import (
     make_train_step,
 )
 from analogsim.conv import array_to_conv_kernel, conv_kernel_to_array
+from analogsim.layers import capture_calls, layer_calls
 from device_models import load_card
 
 PERFECT = IOParameters(is_perfect=True)
@@ -98,6 +99,7 @@ def test_equals_nnx_conv_other_settings(kernel_size, shape, padding, extra):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore::analogsim.tile.AnalogGradientWarning")  # input gradients, on purpose
 @pytest.mark.parametrize("kernel_size, shape", GEOMETRIES)
 @pytest.mark.parametrize("padding, strides", [("SAME", 1), ("VALID", 2)])
 def test_input_gradient_equals_nnx_conv(kernel_size, shape, padding, strides):
@@ -124,7 +126,7 @@ def test_kernel_layout_round_trip_and_column_order():
 
 def test_array_size_and_pytorch_initialisation():
     layer = AnalogConv(4, 6, (3, 3), device="idealized", rngs=nnx.Rngs(0))
-    assert isinstance(layer, AnalogLinear)
+    assert isinstance(layer, AbstractAnalogLayer)
     assert (layer.in_channels, layer.in_features, layer.out_features) == (4, 36, 6)
     w = np.asarray(layer.weight.get_value())
     assert w.shape == (6, 36)
@@ -134,36 +136,32 @@ def test_array_size_and_pytorch_initialisation():
     assert np.std(w) == pytest.approx(bound / math.sqrt(3), rel=0.2)  # uniform in +-bound
 
 
-def test_tape_contract_rows_probe_and_input():
-    """What the trainer relies on: record mode gives one read per patch; with a probe of shape
-    (patches, out) the gradient with respect to it is each patch's error, and the tape holds the
-    patches as ``x`` and the un-unrolled input as ``input``."""
+def test_recording_contract_rows_probe_and_input():
+    """What the trainer relies on: under capture_calls, a call reads once per patch, sows the
+    patches and the un-unrolled input, and the gradient at its error probe is each patch's error."""
     layer = AnalogConv(2, 3, (3, 3), strides=2, device="idealized", rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(7), (4, 6, 6, 2))
     rows = 4 * 3 * 3
-    layer.tape.set_value({"record": True})
-    y = layer(x)
+    y, recorded, probes = capture_calls(layer, x)
     assert y.shape == (4, 3, 3, 3)
-    assert layer.tape.get_value()["reads"].shape == (rows,)
-    assert "input" not in layer.tape.get_value()
+    (call,) = layer_calls(recorded, ())
+    assert call["reads"].shape == (rows,) and call["source"] is x
+    np.testing.assert_array_equal(call["inputs"], layer.patches(x).reshape(rows, 18))
+    assert probes["error_probe_0"].get_value().shape == (rows, 3)
+    assert not hasattr(layer, "error_probe_0") and not hasattr(layer, "inputs")  # nothing stored on the layer
 
     cot = jax.random.normal(jax.random.key(8), y.shape)
-
-    layer.tape.set_value({})
     graphdef, state = nnx.split(layer)
 
     def loss(probe):  # as the trainer does it: merge inside the differentiated function
         m = nnx.merge(graphdef, state, copy=True)
-        m.tape.set_value({"probe": probe})
-        out = jnp.sum(m(x, key=jax.random.key(9)) * cot)
-        return out, m.tape.get_value()
+        init = jax.tree.map(lambda _: probe, probes)
+        y, recorded, _ = capture_calls(m, x, init)
+        return jnp.sum(y * cot), layer_calls(recorded, ())
 
-    (_, tape), d = jax.value_and_grad(loss, has_aux=True)(jnp.zeros((rows, 3)))
+    (_, calls), d = jax.value_and_grad(loss, has_aux=True)(jnp.zeros((rows, 3)))
     np.testing.assert_allclose(d, cot.reshape(rows, 3), atol=1e-6)
-    assert tape["x"].shape == (rows, 2 * 9)
-    assert tape["input"] is x  # the un-unrolled input, the very array passed in
-    assert tape["reads"].shape == (rows,)
-    np.testing.assert_array_equal(tape["x"], layer.patches(x).reshape(rows, 18))
+    assert len(calls) == 1 and calls[0]["inputs"].shape == (rows, 2 * 9)
 
 
 def test_bad_arguments_are_refused():
@@ -182,11 +180,10 @@ def test_small_cnn_layers_and_rows():
     model = SmallCNN(device="constant-step", rngs=nnx.Rngs(0))
     layers = analog_layers(model)
     assert [type(m).__name__ for _, m in layers] == ["AnalogConv", "AnalogConv", "AnalogLinear"]
-    for _, m in layers:
-        m.tape.set_value({"record": True})
-    assert model(jnp.ones((5, 64))).shape == (5, 10)
+    y, recorded, _ = capture_calls(model, jnp.ones((5, 64)))
+    assert y.shape == (5, 10)
     # one read per patch: 8x8 positions in the first conv, 4x4 in the second, 1 per image in the head
-    assert [m.tape.get_value()["reads"].shape[0] for _, m in layers] == [5 * 64, 5 * 16, 5]
+    assert [layer_calls(recorded, p)[0]["reads"].shape[0] for p, _ in layers] == [5 * 64, 5 * 16, 5]
     digital = SmallCNN(device=None, rngs=nnx.Rngs(0))
     assert analog_layers(digital) == []
     assert isinstance(digital.conv1, nnx.Conv) and isinstance(digital.head, nnx.Linear)

@@ -10,8 +10,8 @@ from flax import nnx
 from analogsim import AnalogLinear, IOParameters, UpdateParameters, make_train_step
 from analogsim.algorithms import RuleCounts
 from analogsim.energy import analog_prices, converter_bits, host_counts, price_report
+from analogsim.events import analog_step_counts
 from analogsim.periphery_card import PeripheryCardError, load_periphery_card
-from analogsim.training import analog_step_counts
 from device_models import parse_card
 
 IDEAL_CARD = """
@@ -68,7 +68,7 @@ def test_step_counts_of_a_2x3_array_by_hand():
     reads = jnp.array([1, 2, 1], jnp.int32)
     d = jnp.array([[0.1, 0.0], [0.0, 0.0], [0.0, 0.0]])  # only the first sample carries an error
     mask = jnp.array([1.0, 1.0, 0.0])
-    c = analog_step_counts(reads, d, mask, _rule(7, 4), 3, 2, reads_input=False, has_bias=True)
+    c = analog_step_counts(reads, d, mask, jnp.full(3, True), _rule(7, 4), 3, 2, has_bias=True)
     c = {k: int(v) for k, v in c.items()}
     # forward reads 1 + 2 = 3, backward reads 1 (one row with an error)
     assert c["array_reads"] == 4
@@ -78,17 +78,17 @@ def test_step_counts_of_a_2x3_array_by_hand():
     # scaling in+out per read (4 * 5) + pulse probabilities (1 * 5) + bias adds (2 rows * 2) + bias SGD (2)
     assert c["digital_ops"] == 20 + 5 + 4 + 2
     assert (c["pulses_up"], c["pulses_down"]) == (7, 4)
-    c = analog_step_counts(reads, d, mask, _rule(0, 0), 3, 2, reads_input=True, has_bias=False)
+    c = analog_step_counts(reads, d, mask, jnp.full(3, False), _rule(0, 0), 3, 2, has_bias=False)
     assert int(c["array_reads"]) == 3 and int(c["dac_conversions"]) == 9 and int(c["digital_ops"]) == 15 + 5
     # a transfer rule that read 2 columns (one-hot inputs) and did 10 buffer operations
-    t = analog_step_counts(reads, d, mask, _rule(7, 4, 2, 10), 3, 2, reads_input=True, has_bias=False)
+    t = analog_step_counts(reads, d, mask, jnp.full(3, False), _rule(7, 4, 2, 10), 3, 2, has_bias=False)
     assert int(t["array_reads"]) == 3 + 2
     assert int(t["crosspoint_reads"]) == 3 * 6 + 2 * 2  # a one-hot read touches one column of 2
     assert int(t["dac_conversions"]) == 9 + 2 * 3 and int(t["adc_conversions"]) == 6 + 2 * 2
     assert int(t["digital_ops"]) == 15 + 5 + 10
     # split over 2 tile rows x 3 tile columns: inputs converted once per tile row, partial
     # outputs once per tile column, then summed digitally (3 forward reads, 1 backward)
-    g = analog_step_counts(reads, d, mask, _rule(0, 0), 3, 2, reads_input=False, has_bias=False, tiles=(2, 3))
+    g = analog_step_counts(reads, d, mask, jnp.full(3, True), _rule(0, 0), 3, 2, has_bias=False, tiles=(2, 3))
     assert int(g["dac_conversions"]) == 3 * (2 * 3) + 1 * (3 * 2)
     assert int(g["adc_conversions"]) == 3 * (3 * 2) + 1 * (2 * 3)
     scaling = 3 * (2 * 3 + 3 * 2) + 1 * (3 * 2 + 2 * 3)

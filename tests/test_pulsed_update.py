@@ -191,8 +191,8 @@ def test_exact_equals_slot_by_slot_in_distribution(model_cls, path, regime, monk
     slot-by-slot algorithm in distribution: per cross-point means and variances of the final
     weights, a covariance of two cross-points that share a row, and the pulse counts."""
     if path == "sparse":  # force the sparse path, with chunks small enough to need several
-        monkeypatch.setattr(pulsed_update_module, "_DENSE_MAX", 0)
-        monkeypatch.setattr(pulsed_update_module, "_CHUNKS", (4, 8))
+        monkeypatch.setattr(pulsed_update_module.exact, "_DENSE_MAX", 0)
+        monkeypatch.setattr(pulsed_update_module.exact, "_CHUNKS", (4, 8))
     lr, scale = _REGIMES[regime]
     model = _noisy(model_cls)
     shape = (4, 6)

@@ -144,13 +144,13 @@ def test_steps_per_call_must_be_a_positive_integer(value):
 def test_flat_state_round_trip_packs_small_leaves():
     """The state crosses compiled calls as a few arrays (small leaves packed by dtype) and comes
     back unchanged, keys included, inside and outside jit."""
-    from analogsim.training import _FlatState, build_model
+    from analogsim.training import FlatState, build_model
 
     data = load_dataset("digits")
     model, _ = build_model(TrainConfig(hidden=(16,), device="soft-bounds"), data)
     _, state, _ = make_train_step(model, optax.sgd(0.1), 0.1)
     state = state._replace(ledger=jax.tree.map(lambda c: c + 7, state.ledger))  # non-zero counters
-    flat = _FlatState(state)
+    flat = FlatState(state)
     raw = flat.pack(state)
     leaves = jax.tree.leaves(state)
     assert len(raw) < len(leaves) / 2  # the small leaves went into one array per dtype

@@ -90,6 +90,7 @@ def main(argv=None) -> int:
             "test_accuracy": res["test_accuracy"],
             "samples_per_s": res["samples_per_s"],
             "energy_j": res["energy_j"]["total"],
+            "pulses": {k: v for k, v in res["energy_report"]["counts"].items() if k.startswith("pulses")},
         }
 
     def report(row):

@@ -107,7 +107,7 @@ def no_read_noise():
 
 def no_update_noise():
     """The ``gaussian`` rung's per-cross-point noise drawn as zeros."""
-    return _patched(sys.modules["analogsim.pulsed_update"], "_unit_noise", _zero_noise)
+    return _patched(sys.modules["analogsim.pulsed_update.gaussian"], "_unit_noise", _zero_noise)
 
 
 # jax.random in place of analogsim.rng (one Philox block per word instead of four words a block)
@@ -125,7 +125,8 @@ def jax_random_draws():
     """The trainer's large draws from ``jax.random`` (as before analogsim.rng): the A/B of its
     generator. The draws have the same laws, other values."""
     stack = contextlib.ExitStack()
-    for name in ("analogsim.pulsed_update", "analogsim.periphery"):
+    rungs = ("exact", "expected", "gaussian")  # the modules of analogsim.pulsed_update that draw
+    for name in (*(f"analogsim.pulsed_update.{r}" for r in rungs), "analogsim.periphery"):
         stack.enter_context(_patched(sys.modules[name], "rng", _JAX_RANDOM))
     return stack
 
@@ -140,7 +141,7 @@ class _StepRunner:
             for patch in patches:
                 stack.enter_context(patch)
             _, state, step = make_train_step(model, optax.sgd(config.lr), config.lr, jit=False)
-            flat = training._FlatState(state)
+            flat = training.FlatState(state)
             x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
             bs = config.batch_size
             idx = jnp.asarray(np.arange(x.shape[0] // bs * bs).reshape(-1, bs))
@@ -170,12 +171,13 @@ def record_layer_inputs(config: TrainConfig, data, steps: int) -> dict[int, tupl
 
     def recording(model, cp, w, x, d, lr, up, *, key):
         n_in = x.shape[1]
-        leaves, treedef = jax.tree.flatten(cp)
-        seen[n_in] = (model, up)
+        # the device model's parameters are traced arrays too (leaves of the layer's state)
+        leaves, treedef = jax.tree.flatten((cp, model))
+        seen[n_in] = (up,)
 
         def keep(x, d, w, *leaves):
-            cp_host = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in leaves])
-            host[n_in] = (np.asarray(x), np.asarray(d), np.asarray(w), cp_host)
+            cp_host, model_host = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in leaves])
+            host[n_in] = (np.asarray(x), np.asarray(d), np.asarray(w), cp_host, model_host)
 
         jax.debug.callback(keep, x, d, w, *leaves)
         return pulsed_update(model, cp, w, x, d, lr, up, key=key)

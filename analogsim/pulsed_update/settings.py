@@ -1,0 +1,45 @@
+"""Settings of the pulsed update and the pulses it reports (:mod:`analogsim.pulsed_update`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+
+__all__ = ["UPDATE_MODES", "PulseCounts", "UpdateParameters"]
+
+UPDATE_MODES = ("exact", "expected", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateParameters:
+    """Settings of the pulsed update (aihwkit defaults)."""
+
+    desired_bl: int = 31  # longest pulse train (time slots per sample)
+    update_bl_management: bool = True  # shorten BL to what the sample needs
+    update_management: bool = True  # balance row and column probabilities
+    # Rung of the fidelity ladder (module docstring). On RT-MNIST (5 epochs, seeds 0 and 1)
+    # "expected" and "gaussian" stay within 0.7 points of "exact"; "gaussian", the fastest, is
+    # the default (DESIGN.md: the fastest rung within 1 point of exact; README, fidelity ladder).
+    mode: Literal["exact", "expected", "gaussian"] = "gaussian"
+
+    def __post_init__(self):
+        if not (isinstance(self.desired_bl, int) and self.desired_bl >= 1):
+            raise ValueError(
+                f"UpdateParameters.desired_bl: value {self.desired_bl!r} is not allowed; must be an int >= 1"
+            )
+        if self.mode not in UPDATE_MODES:
+            raise ValueError(
+                f"UpdateParameters.mode: value {self.mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}"
+            )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PulseCounts:
+    """Pulses fired in one update (int32 scalars; a step is far below 2**31 pulses). The
+    ``gaussian`` rung draws no counts: it gives the expected ones, rounded at random without bias."""
+
+    up: jax.Array  # potentiating pulses
+    down: jax.Array  # depressing pulses

@@ -1,0 +1,48 @@
+"""Training and evaluation of nnx models with analog layers.
+
+Modules, one concept each:
+
+- :mod:`~analogsim.training.config`: :class:`TrainConfig` (the ``analogsim train`` flags), its
+  checks, the model it builds;
+- :mod:`~analogsim.training.state`: :class:`TrainState` and its flat form between compiled calls;
+- :mod:`~analogsim.training.step`: :func:`make_train_step`, one training step of any nnx model;
+- :mod:`~analogsim.training.evaluation`: :func:`evaluate`, in eval mode, with event counts;
+- :mod:`~analogsim.training.loop`: :func:`train_model` (any nnx model) and :func:`train` (a config);
+- :mod:`~analogsim.training.report`: prices, the digital baseline and CO2 of the energy report;
+- :mod:`~analogsim.training.logging`: :class:`MetricsLogger`, a CSV/JSONL metrics callback.
+"""
+
+from .config import ALGORITHMS, ConfigError, TrainConfig, TrainingError, build_model
+from .evaluation import evaluate, padded_batches
+from .logging import MetricsLogger
+from .loop import AUTO_MAX_STEPS_PER_CALL, RunResult, auto_steps_per_call, run_report, train, train_config, train_model
+from .report import baseline_report, flops_per_sample, ledger_prices
+from .state import FlatState, TrainState, layer_name, split_state
+from .step import make_train_step, masked_xent
+
+__all__ = [
+    "ALGORITHMS",
+    "AUTO_MAX_STEPS_PER_CALL",
+    "ConfigError",
+    "FlatState",
+    "MetricsLogger",
+    "RunResult",
+    "TrainConfig",
+    "TrainState",
+    "TrainingError",
+    "auto_steps_per_call",
+    "baseline_report",
+    "build_model",
+    "evaluate",
+    "flops_per_sample",
+    "layer_name",
+    "ledger_prices",
+    "make_train_step",
+    "masked_xent",
+    "padded_batches",
+    "run_report",
+    "split_state",
+    "train",
+    "train_config",
+    "train_model",
+]

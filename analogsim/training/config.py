@@ -1,0 +1,222 @@
+"""The settings of a training run (the ``analogsim train`` flags), their checks, and the
+model they build."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from device_models import DeviceCard, load_card
+
+from ..algorithms import ALGORITHMS as UPDATE_RULES
+from ..algorithms import make_rule
+from ..checkpoint import CHECKPOINT_FILE
+from ..data import Dataset
+from ..layers import REFERENCES
+from ..models import ACTIVATIONS, MLP
+from ..pulsed_update import UPDATE_MODES, UpdateParameters
+
+__all__ = [
+    "ALGORITHMS",
+    "MODELS",
+    "ConfigError",
+    "TrainConfig",
+    "TrainingError",
+    "build_model",
+    "check_resume",
+    "config_dict",
+]
+
+ALGORITHMS = (*UPDATE_RULES, "digital")
+
+
+class ConfigError(ValueError):
+    """A training setting that is not allowed; the message names it and the allowed values."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (the ``analogsim train`` flags)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    device: str = "wo3-psg-onen2022"
+    algorithm: str = "sgd"
+    algo_options: tuple[tuple[str, str], ...] = ()  # (name, value) hyperparameters of the rule
+    reference: str = "zero"  # analog weights read against 0 or the devices' symmetry points
+    update_mode: str = "gaussian"  # the fastest rung within 1 point of exact on RT-MNIST (README)
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.1
+    model: str = "mlp"  # mlp, cnn (SmallCNN, square images), or module:factory (build_model)
+    hidden: tuple[int, ...] = (256, 128)
+    activation: str = "tanh"
+    seed: int = 0
+    energy_report: str | None = None
+    force: bool = False
+    periphery: str = "periphery-default"
+    grid_intensity: float | None = None  # kg CO2e per kWh; None: the periphery card's
+    checkpoint_dir: str | None = None  # save the full state here after every epoch
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir
+    eval_batch_size: int = 500
+    # training steps per compiled call (speed only; see train()); None: auto_steps_per_call
+    steps_per_call: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first setting that is not allowed."""
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"--algorithm: value {self.algorithm!r} is not allowed; allowed: {', '.join(ALGORITHMS)}")
+        if self.algo_options:
+            if self.algorithm == "digital":
+                raise ConfigError("--algo-opt: the digital algorithm has no options")
+            try:
+                make_rule(self.algorithm, dict(self.algo_options))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"--reference: value {self.reference!r} is not allowed; allowed: {', '.join(REFERENCES)}")
+        if self.update_mode not in UPDATE_MODES:
+            raise ConfigError(
+                f"--update-mode: value {self.update_mode!r} is not allowed; allowed: {', '.join(UPDATE_MODES)}"
+            )
+        if self.model not in MODELS and (":" not in self.model or self.model.startswith(":")):
+            raise ConfigError(
+                f"--model: value {self.model!r} is not allowed; allowed: {', '.join(MODELS)}, or module:factory "
+                "(a function of num_features, num_classes, device, update, algorithm, reference, activation, rngs)"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"--activation: value {self.activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}"
+            )
+        for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_call"):
+            value = getattr(self, name)
+            if name == "steps_per_call" and value is None:  # chosen per run (auto_steps_per_call)
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}: value {value!r} is not allowed; must be an integer >= 1"
+                )
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr: value {self.lr!r} is not allowed; must be a finite number > 0")
+        if any((not isinstance(h, int)) or h < 1 for h in self.hidden):
+            raise ConfigError(
+                f"--hidden: value {','.join(map(str, self.hidden))!r} is not allowed; widths must be integers >= 1"
+            )
+        if self.grid_intensity is not None and not (math.isfinite(self.grid_intensity) and self.grid_intensity >= 0):
+            raise ConfigError(
+                f"--grid-intensity: value {self.grid_intensity!r} is not allowed; must be a finite number >= 0"
+            )
+        if self.resume and self.checkpoint_dir is None:
+            raise ConfigError("--resume needs --checkpoint-dir DIR (the directory of the run to continue)")
+        if self.checkpoint_dir is not None:
+            ckpt = Path(self.checkpoint_dir) / CHECKPOINT_FILE
+            if self.resume and not ckpt.is_file():
+                raise ConfigError(f"--resume: {ckpt} does not exist; nothing to continue")
+            if not self.resume and ckpt.is_file() and not self.force:
+                raise ConfigError(
+                    f"--checkpoint-dir: {ckpt} exists; pass --resume to continue that run or --force to start over"
+                )
+        if self.energy_report is not None and Path(self.energy_report).exists() and not self.force:
+            raise ConfigError(f"--energy-report: file {self.energy_report!r} exists; pass --force to overwrite it")
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+# Settings that may change between a run and its resumption (they do not change the result).
+_RESUMABLE = (
+    "epochs",
+    "energy_report",
+    "force",
+    "resume",
+    "checkpoint_dir",
+    "eval_batch_size",
+    "steps_per_call",
+    "grid_intensity",
+    "periphery",
+)
+
+
+def check_resume(config: TrainConfig, meta: dict[str, Any]) -> None:
+    saved = meta["config"]
+    now = config_dict(config)
+    for field, value in now.items():
+        if field in _RESUMABLE:
+            continue
+        if saved.get(field) != value:
+            raise ConfigError(
+                f"--resume: setting {field!r} is {value!r} but the checkpointed run used {saved.get(field)!r}; "
+                "a resumed run must keep every setting but --epochs"
+            )
+    if meta["epoch"] > config.epochs:
+        raise ConfigError(
+            f"--epochs: value {config.epochs} is not allowed; the checkpoint already has {meta['epoch']} epochs"
+        )
+
+
+MODELS = ("mlp", "cnn")
+
+
+def _import_factory(spec: str):
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(
+            f"--model: {spec!r} cannot be imported ({e}); give module:factory of an importable module"
+        ) from None
+
+
+def _image_shape(dataset: Dataset) -> tuple[int, int]:
+    side = math.isqrt(dataset.num_features)
+    if side * side != dataset.num_features or side % 4:
+        raise ConfigError(
+            f"--model cnn: dataset {dataset.name!r} has {dataset.num_features} features; the CNN needs square "
+            "one-channel images with a side divisible by 4 (digits 8x8, MNIST 28x28)"
+        )
+    return side, side
+
+
+def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
+    """The model of ``config`` for ``dataset`` (digital for ``--algorithm digital``):
+    ``mlp`` (:class:`~analogsim.models.MLP` of ``--hidden`` widths), ``cnn``
+    (:class:`~analogsim.conv.SmallCNN`), or ``module:factory``, a function called with the
+    keyword arguments ``num_features``, ``num_classes``, ``device`` (a
+    :class:`~device_models.DeviceCard`, ``None`` for digital), ``update``, ``algorithm``,
+    ``reference``, ``activation`` and ``rngs`` that returns an nnx model (logits out)."""
+    card = None if config.algorithm == "digital" else load_card(config.device)
+    kwargs = {
+        "device": card,
+        "update": UpdateParameters(mode=config.update_mode),
+        "algorithm": None if card is None else make_rule(config.algorithm, dict(config.algo_options)),
+        "reference": config.reference,
+        "rngs": nnx.Rngs(config.seed),
+    }
+    if config.model == "mlp":
+        sizes = (dataset.num_features, *config.hidden, dataset.num_classes)
+        return MLP(sizes, config.activation, **kwargs), card
+    if config.model == "cnn":
+        from ..conv import SmallCNN
+
+        shape = _image_shape(dataset)
+        return SmallCNN(
+            num_classes=dataset.num_classes, image_shape=shape, activation=config.activation, **kwargs
+        ), card
+    factory = _import_factory(config.model)
+    model = factory(
+        num_features=dataset.num_features, num_classes=dataset.num_classes, activation=config.activation, **kwargs
+    )
+    if not isinstance(model, nnx.Module):
+        raise ConfigError(f"--model: {config.model!r} returned {type(model).__name__}, not an nnx model")
+    return model, card
