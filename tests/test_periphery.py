@@ -9,6 +9,9 @@ import pytest
 
 from analogsim import IOParameters, analog_matmul, analog_mvm, quantize
 
+# these tests take gradients through bare analog reads on purpose (the backward periphery)
+pytestmark = pytest.mark.filterwarnings("ignore::analogsim.tile.AnalogGradientWarning")
+
 QUIET = IOParameters(out_noise=0.0)
 
 

@@ -11,6 +11,9 @@ import pytest
 from analogsim import IOParameters, analog_matmul, analog_mvm
 from analogsim.tile import read_tiles, split_sizes, tile_grid
 
+# these tests take gradients through bare analog reads on purpose (the backward periphery)
+pytestmark = pytest.mark.filterwarnings("ignore::analogsim.tile.AnalogGradientWarning")
+
 PERFECT = IOParameters(is_perfect=True)
 # no quantisation, no noise, bounds so large that nothing clips: only the split can change the product
 CLEAN = IOParameters(inp_res=0.0, out_res=0.0, out_noise=0.0, out_bound=1e6, bound_management="none")

@@ -97,7 +97,8 @@ class Transfer(AbstractUpdateRule):
         k_fast, k_transfer = jax.random.split(key)
         fast_lr, transfer_lr = self._lrs(lr)
         x_in = self.signal.chop_inputs(x, state.signal)
-        fast_device = crosspoints(model, state.fast_draws)
+        # materialised once per step (XLA would otherwise recompute it inside every consumer)
+        fast_device = jax.lax.optimization_barrier(crosspoints(model, state.fast_draws))
         fast, pulses = pulsed_update(model, fast_device, state.fast, x_in, d, fast_lr, up, key=k_fast)
         state = state._replace(fast=fast)
         k = self.columns_per_transfer if self.columns_per_transfer is not None else x.shape[0]
@@ -192,6 +193,22 @@ def TTv2(  # noqa: N802
     )
 
 
+def _chopped(
+    label: str, name: str, signal, thres_scale, momentum, forget_buffer, scale_fast_lr, transfer_update, settings
+):
+    return _composed(
+        label,
+        lambda: Transfer(
+            name=name,
+            buffer=Buffer(thres_scale, momentum, forget_buffer),
+            signal=signal(),
+            scale_fast_lr=scale_fast_lr,
+            transfer_update=transfer_update,
+            **settings,
+        ),
+    )
+
+
 def ChoppedTTv2(  # noqa: N802
     *,
     thres_scale: float = 1.0,
@@ -205,17 +222,9 @@ def ChoppedTTv2(  # noqa: N802
     """Chopped TTv2 (Rasch et al., arXiv 2303.04721, 2023; aihwkit ``ChoppedTransferCompound``
     defaults: one column read per mat-vec, ``fast_lr = 1`` absolute, chopper flip probability
     0.1, no momentum): :class:`Transfer` with a :class:`Buffer` and a :class:`Chopper`."""
-    return _composed(
-        "ChoppedTTv2",
-        lambda: Transfer(
-            name="chopped-ttv2",
-            buffer=Buffer(thres_scale, momentum, forget_buffer),
-            signal=Chopper(in_chop_prob),
-            scale_fast_lr=scale_fast_lr,
-            transfer_update=transfer_update,
-            **settings,
-        ),
-    )
+    signal = lambda: Chopper(in_chop_prob)  # noqa: E731
+    args = (thres_scale, momentum, forget_buffer, scale_fast_lr, transfer_update, settings)
+    return _chopped("ChoppedTTv2", "chopped-ttv2", signal, *args)
 
 
 def AGAD(  # noqa: N802
@@ -230,14 +239,6 @@ def AGAD(  # noqa: N802
 ) -> Transfer:
     """AGAD (same paper; simplified aihwkit ``DynamicTransferCompound``): chopped TTv2 with a
     running-mean reference of A's reads (:class:`RunningReference`)."""
-    return _composed(
-        "AGAD",
-        lambda: Transfer(
-            name="agad",
-            buffer=Buffer(thres_scale, momentum, forget_buffer),
-            signal=RunningReference(in_chop_prob),
-            scale_fast_lr=scale_fast_lr,
-            transfer_update=transfer_update,
-            **settings,
-        ),
-    )
+    signal = lambda: RunningReference(in_chop_prob)  # noqa: E731
+    args = (thres_scale, momentum, forget_buffer, scale_fast_lr, transfer_update, settings)
+    return _chopped("AGAD", "agad", signal, *args)

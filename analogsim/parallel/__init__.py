@@ -72,7 +72,6 @@ from .scale_out import (  # noqa: F401 (re-exported)
     shard_step,
 )
 from .sweep import (  # noqa: F401 (re-exported)
-    _as_device_model,
     _num_variants,
     _sweep_eval_batch,
     _variant_model,

@@ -17,7 +17,6 @@ from device_models import (
     AbstractPulsedModel,
     DeviceCard,
     PulsedParams,
-    load_card,
 )
 
 from ..layers import analog_layers, as_array_model
@@ -159,16 +158,6 @@ def make_sweep_step(models: Sequence[nnx.Module], tx: optax.GradientTransformati
     return graphdef, state, checked
 
 
-def _as_device_model(device: DeviceCard | AbstractPulsedModel | str) -> AbstractPulsedModel:
-    if isinstance(device, str):
-        device = load_card(device)
-    if isinstance(device, DeviceCard):
-        device = device.model
-    if not isinstance(device, AbstractPulsedModel):
-        raise TypeError(f"device variant: expected a card name, DeviceCard, device model or dict, got {type(device)}")
-    return device
-
-
 def check_sweepable(base: AbstractPulsedModel, variant: AbstractPulsedModel) -> None:
     """Raise ``ValueError`` unless ``variant`` can share ``base``'s compiled program: the same
     model class and structure (static fields, table lengths). Every continuous parameter is an
@@ -195,7 +184,10 @@ def _variant_model(base: AbstractPulsedModel, variant) -> AbstractPulsedModel:
                 "nominal pulsed parameters"
             )
         return dataclasses.replace(base, pulsed=dataclasses.replace(base.pulsed, **dict(variant)))
-    return _as_device_model(variant)
+    try:
+        return as_array_model(variant)
+    except TypeError as e:
+        raise TypeError(f"device variant: {e}; or a dict of nominal parameters") from None
 
 
 def device_variants(
