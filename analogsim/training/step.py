@@ -93,7 +93,7 @@ def _forward_backward(graphdef, state: TrainState, xb, yb, mask, k_read):
     """Loss, logits, gradients of the digital parameters and of every probe, the calls each
     layer recorded, and the state the forward pass left (BatchNorm statistics)."""
     probes = _probe_zeros(graphdef, state.params, state.analog, state.rest, xb, k_read)
-    sources_are_input = []  # trace-time facts: does a call read the network input directly?
+    sources_are_input = []  # trace-time facts: does a call read the network input (no gradient to read back)?
 
     def loss_fn(params, probes):
         m = nnx.merge(graphdef, params, state.analog, state.rest, copy=True)
