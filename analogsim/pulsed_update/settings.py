@@ -21,7 +21,7 @@ class UpdateParameters:
     update_management: bool = True  # balance row and column probabilities
     # Rung of the fidelity ladder (module docstring). On RT-MNIST (5 epochs, seeds 0 and 1)
     # "expected" and "gaussian" stay within 0.7 points of "exact"; "gaussian", the fastest, is
-    # the default (DESIGN.md: the fastest rung within 1 point of exact; README, fidelity ladder).
+    # the default (DESIGN.md: the fastest rung within 1 point of exact; docs/fidelity.md).
     mode: Literal["exact", "expected", "gaussian"] = "gaussian"
 
     def __post_init__(self):

@@ -48,7 +48,7 @@ def auto_steps_per_call(steps_per_epoch: int) -> int:
 
     Fewer calls cost less: on CPU (RT-MNIST, one thread, interleaved) 25 steps per call ran the
     default rung 18% and the digital step 22% faster than 1, and compiled no slower; on a GPU,
-    where a small network's step is dispatch-bound, 25 ran 5x faster (README, speed section).
+    where a small network's step is dispatch-bound, 25 ran 5x faster (docs/speed.md).
     The metrics (loss check, progress bar) come back once per call. A prime number of steps
     gets 1.
 
