@@ -71,7 +71,7 @@ class RunResult:
     epoch_energy: list[dict[str, Any]]  # joules per epoch, total and by kind
     eval_counts: dict[str, dict[str, int]]  # event counts of the evaluations, per analog layer
     steps_per_call: int
-    prices: dict[str, Any] = dataclasses.field(default_factory=dict)  # joules per event, per ledger entry
+    prices: dict[str, Any]  # joules per event, per ledger entry
 
 
 def _compiled_steps(plain_step, flat: FlatState, k_train: jax.Array):
@@ -238,7 +238,15 @@ def _loop(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pric
         *jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, (state.params, state.analog, state.rest)),
     )
     return RunResult(
-        model, state, graphdef, h["epoch_acc"], h["epoch_rate"], h["epoch_energy"], h["eval_counts"], opts["spc"]
+        model,
+        state,
+        graphdef,
+        h["epoch_acc"],
+        h["epoch_rate"],
+        h["epoch_energy"],
+        h["eval_counts"],
+        opts["spc"],
+        prices,
     )
 
 
@@ -328,9 +336,7 @@ def train_model(
         "callback": callback,
         "hint": _hint or (f"lower the learning rate (now {lr})" if not callable(lr) else "lower the learning rate"),
     }
-    result = _loop(graphdef, state, plain_step, data, opts, prices, history)
-    result.prices = prices
-    return result
+    return _loop(graphdef, state, plain_step, data, opts, prices, history)
 
 
 def train(config_or_model, data: Dataset | None = None, **kwargs):
