@@ -13,7 +13,9 @@ State of one analog array, each an ``nnx.Variable`` subclass that is *not* ``nnx
   (:func:`device_models.crosspoints`), so a change of a nominal parameter moves every
   cross-point consistently;
 - :class:`Reference`, :class:`OutputScale`, :class:`RuleState`: read reference, digital output
-  factor, state of the update rule.
+  factor, state of the update rule;
+- :class:`WriteNoise` (out, in), for devices with write noise: the draw that a read sees on top
+  of the device state, redrawn where a device is written (:mod:`device_models.between_updates`).
 
 *Recording for the pulsed update.* A training step runs the forward pass under
 ``nnx.capture(..., Recorded, ErrorProbe)`` (:func:`capture_calls`). Each call of the layer then
@@ -43,14 +45,19 @@ from device_models import (
     DeviceCard,
     builtin_card_names,
     crosspoints,
+    decay_and_diffuse,
+    has_write_noise,
     load_card,
+    needed_draws,
     standard_draws,
     symmetry_point,
+    write_noise,
+    writes_between_updates,
 )
 
 from .algorithms import SGD, AbstractUpdateRule
 from .periphery import IOParameters
-from .pulsed_update import UpdateParameters
+from .pulsed_update import UpdateParameters, resolve_update
 from .tile import analog_matmul
 
 __all__ = [
@@ -106,6 +113,11 @@ class Reference(nnx.Variable):
 
 
 REFERENCES = ("zero", "symmetry-point")
+
+
+class WriteNoise(nnx.Variable):
+    """The write noise a read sees on top of the device state (aihwkit's apparent minus
+    persistent weight): (out, in) for a device with ``write_noise_std > 0``, else a scalar 0."""
 
 
 class OutputScale(nnx.Variable):
@@ -186,27 +198,39 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         self.backward_io = dataclasses.replace(
             backward_io, max_input_size=forward_io.max_input_size, max_output_size=forward_io.max_output_size
         )
-        self.update = update
+        # static: "auto" becomes the rung that is safe on this device (one line when it is exact)
+        self.update = resolve_update(model, update, where=f"{name}({in_features}, {out_features})")
         self.algorithm = algorithm
         k_w, k_b, k_dev, k_read = jax.random.split(rngs.params(), 4)
         bound = 1.0 / math.sqrt(in_features)
-        draws = standard_draws((out_features, in_features), key=k_dev)
+        draws = standard_draws((out_features, in_features), key=k_dev, extra=needed_draws(model))
         self.draws = DeviceDraws(draws)
         cp = crosspoints(model, draws)
         w0 = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
         scale = self._weight_scale(w0, model, weight_scale)
         w0 = w0 / scale
-        ref = symmetry_point(model, cp) if reference == "symmetry-point" else jnp.zeros((), jnp.float32)
+        ref = jnp.zeros((), jnp.float32)
+        if reference == "symmetry-point":
+            ref = symmetry_point(model, cp)
+        elif hasattr(model, "device_reference"):  # a device read against its own reference device
+            ref, reference = model.device_reference(cp, draws), "device"
         self.reference = Reference(ref)
         # static: with the zero reference the read skips the subtraction (a full pass over the
         # array that XLA cannot drop, the reference being an array)
         self.reference_kind = reference
+        # static: a device without write noise keeps a scalar zero and its read adds nothing
+        self.write_noise_on = has_write_noise(model)
+        noise = jnp.zeros((), jnp.float32)
+        if self.write_noise_on:
+            noise = write_noise(model, (out_features, in_features), key=jax.random.fold_in(k_dev, 2))
+            noise = noise * model.pulsed.apply_write_noise_on_set
         self.weight = AnalogWeight(algorithm.program(model, cp, w0 + ref))
         self.bias = (
             nnx.Param(jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound)) if use_bias else None
         )
         self.rngs = nnx.Rngs(read=k_read)
         self.out_scale = OutputScale(jnp.asarray(scale, jnp.float32))
+        self.write_noise = WriteNoise(noise)
         # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
         self.rule_state = RuleState(algorithm.init(model, w0 + ref, key=jax.random.fold_in(k_dev, 1)))
 
@@ -271,6 +295,8 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         if key is None:
             key = self._read_key()
         w = self.weight.get_value()
+        if self.write_noise_on:
+            w = w + self.write_noise.get_value()
         if self.reference_kind != "zero":
             w = w - self.reference.get_value()
         w = self.algorithm.read_weight(w, self.rule_state.get_value())
@@ -291,6 +317,33 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         if self.bias is not None:
             y = y + self.bias.get_value()
         return y
+
+    def settle(self, cp: CrossPoints, w_old: jax.Array, w_new: jax.Array, touched, *, key: jax.Array) -> None:
+        """Store the states an update left, after the mini-batch's decay and diffusion, and
+        redraw the write noise of the devices that were written.
+
+        Args:
+          cp: the array's cross-points.
+          w_old, w_new: device states before and after the update's pulses.
+          touched: the probability (or 0/1 indicator) that each device received a pulse, from
+            the update rung; ``None``: the devices whose state changed.
+          key: PRNG key.
+        """
+        k_between, k_pick, k_noise = jax.random.split(key, 3)
+        written_all = writes_between_updates(cp)
+        if written_all:
+            w_new = decay_and_diffuse(self.model, cp, w_new, key=k_between)
+        self.weight.set_value(w_new)
+        if not self.write_noise_on:
+            return
+        if written_all:  # aihwkit redraws every device's write noise after a decay or diffusion step
+            written = jnp.ones(w_new.shape, bool)
+        elif touched is None:
+            written = w_new != w_old
+        else:
+            written = jax.random.uniform(k_pick, w_new.shape, w_new.dtype) < touched
+        fresh = write_noise(self.model, w_new.shape, key=k_noise, dtype=w_new.dtype)
+        self.write_noise.set_value(jnp.where(written, fresh, self.write_noise.get_value()))
 
     @abc.abstractmethod
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

@@ -5,6 +5,7 @@ Models are frozen pytree dataclasses (parameters) plus pure functions of
 optax.
 """
 
+from .between_updates import decay_and_diffuse, has_write_noise, reset_states, write_noise, writes_between_updates
 from .cards import (
     BUILTIN_CARDS,
     CardError,
@@ -43,6 +44,9 @@ from .protonic import (
     step_size,
 )
 from .pulsed import (
+    EXTRA_DRAWS,
+    PULSED_FLAGS,
+    REQUIRED_PULSED,
     AbstractPulsedModel,
     CrossPointDraws,
     CrossPoints,
@@ -52,15 +56,23 @@ from .pulsed import (
     crosspoints,
     draw_crosspoints,
     expected_step,
+    in_use,
+    needed_draws,
     nominal_crosspoints,
     standard_draws,
     symmetry_point,
 )
 from .registry import MODELS, model_class
 from .response import Response, expected_response, parse_pulse_spec, pulse_polarities, simulate_response
-from .soft_bounds import SoftBounds
+from .soft_bounds import SoftBounds, SoftBoundsReference
 
 __all__ = [
+    "decay_and_diffuse",
+    "has_write_noise",
+    "reset_states",
+    "write_noise",
+    "writes_between_updates",
+    "in_use",
     "safe_pow",
     "safe_sqrt",
     "up_down_bias",
@@ -74,6 +86,10 @@ __all__ = [
     "CrossPoints",
     "crosspoints",
     "standard_draws",
+    "needed_draws",
+    "EXTRA_DRAWS",
+    "PULSED_FLAGS",
+    "REQUIRED_PULSED",
     "DeviceCard",
     "ExpStep",
     "LinearStep",
@@ -82,6 +98,7 @@ __all__ = [
     "PowStep",
     "PulsedParams",
     "SoftBounds",
+    "SoftBoundsReference",
     "apply_pulses",
     "builtin_card_names",
     "card_document",

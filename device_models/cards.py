@@ -54,7 +54,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from .card_errors import CardError
-from .pulsed import AbstractPulsedModel, ParameterRule, PulsedParams, nominal_crosspoints
+from .pulsed import PULSED_FLAGS, REQUIRED_PULSED, AbstractPulsedModel, ParameterRule, PulsedParams, nominal_crosspoints
 from .registry import MODELS
 from .retention import Retention
 from .toml_writer import card_toml
@@ -100,6 +100,21 @@ _PULSED_CHECKS = {
     "w_min": (lambda v: v <= 0, "<= 0 (0 only for one-directional devices whose steps stay finite there)"),
     "w_max_dtod": (lambda v: v >= 0, ">= 0"),
     "w_min_dtod": (lambda v: v >= 0, ">= 0"),
+    # optional (aihwkit's defaults apply when left out)
+    "mult_noise": (lambda v: v in (0.0, 1.0), "true or false"),
+    "dw_min_dtod_log_normal": (lambda v: v in (0.0, 1.0), "true or false"),
+    "enforce_consistency": (lambda v: v in (0.0, 1.0), "true or false"),
+    "write_noise_std": (lambda v: v >= 0, ">= 0"),
+    "apply_write_noise_on_set": (lambda v: v in (0.0, 1.0), "true or false"),
+    "lifetime": (lambda v: v >= 0, ">= 0 (0: no decay)"),
+    "lifetime_dtod": (lambda v: v >= 0, ">= 0"),
+    "reset": (lambda v: True, "any finite number"),
+    "reset_dtod": (lambda v: v >= 0, ">= 0"),
+    "reset_std": (lambda v: v >= 0, ">= 0"),
+    "diffusion": (lambda v: v >= 0, ">= 0"),
+    "diffusion_dtod": (lambda v: v >= 0, ">= 0"),
+    "corrupt_devices_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "corrupt_devices_range": (lambda v: v >= 0, ">= 0"),
 }
 BUILTIN_CARDS = (
     "constant-step",
@@ -118,6 +133,8 @@ BUILTIN_CARDS = (
     "enode-lut",
     "wo3-protonic-yao2020",
     "wo3-psg-onen2022",
+    "reram-array-om-gong2022",
+    "reram-array-hfo2-gong2022",
 )
 
 
@@ -266,9 +283,15 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float)
 
 
-def _number(source: str, field: str, entry: Any, units: dict[str, float]) -> tuple[float, str, str]:
-    """Check one ``{value, unit, provenance, source}`` table; return (SI value, provenance, source)."""
+def _number(
+    source: str, field: str, entry: Any, units: dict[str, float], *, flag: bool = False
+) -> tuple[float, str, str]:
+    """Check one ``{value, unit, provenance, source}`` table; return (SI value, provenance, source).
+    A ``flag`` (an aihwkit boolean) may be written ``true``/``false`` and is returned as 1.0/0.0."""
     value = _entry_value(source, field, entry)
+    if flag and isinstance(value, bool):
+        _, prov, src = _entry_meta(source, field, entry, units)
+        return float(value), prov, src
     if not _is_number(value):
         raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be a number")
     if not math.isfinite(value):
@@ -364,12 +387,18 @@ def _parameters(
 def _pulsed_values(
     source: str, params: dict[str, Any], model_name: str, provenance: dict[str, tuple[str, str]]
 ) -> dict[str, float]:
-    """The nine common :class:`PulsedParams` fields of ``[parameters]``, each range-checked."""
+    """The common :class:`PulsedParams` fields of ``[parameters]``, each range-checked: the nine
+    of :data:`REQUIRED_PULSED` must be there, the others default to aihwkit's values (the model
+    class's ``pulsed_defaults`` where its aihwkit class differs, else :class:`PulsedParams`)."""
     values: dict[str, float] = {}
     for field in _PULSED_CHECKS:
         if field not in params:
-            raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
-        value, prov, src = _number(source, f"parameters.{field}", params[field], _NORMALISED_UNITS)
+            if field in REQUIRED_PULSED:
+                raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
+            continue
+        value, prov, src = _number(
+            source, f"parameters.{field}", params[field], _NORMALISED_UNITS, flag=field in PULSED_FLAGS
+        )
         check, rule = _PULSED_CHECKS[field]
         if not check(value):
             raise CardError(f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule}")
@@ -390,12 +419,14 @@ def _model_values(
     model_units = dict(getattr(model_cls, "parameter_units", {}))  # field -> unit family; default unit "1"
     for field, rule in model_cls.parameter_rules.items():
         if field not in params:
+            if rule.optional:
+                continue
             raise CardError(f"{source}: missing field 'parameters.{field}' (model {model_name!r} needs it)")
         if rule.table:
             model_values[field], prov, src = _table(source, f"parameters.{field}", params[field], rule)
         else:
             units = _UNITS[model_units[field]] if field in model_units else _NORMALISED_UNITS
-            value, prov, src = _number(source, f"parameters.{field}", params[field], units)
+            value, prov, src = _number(source, f"parameters.{field}", params[field], units, flag=rule.flag)
             if not rule.check(value):
                 raise CardError(
                     f"{source}: field 'parameters.{field}': value {value!r} is not allowed; must be {rule.rule}"
@@ -439,7 +470,8 @@ def _model(
 ) -> AbstractPulsedModel:
     """Build the card's model; a zero ``w_min`` is allowed only where its steps stay finite there."""
     try:
-        model = model_cls(pulsed=PulsedParams(**values), **model_values)
+        pulsed = {**getattr(model_cls, "pulsed_defaults", {}), **values}
+        model = model_cls(pulsed=PulsedParams(**pulsed), **model_values)
     except ValueError as err:  # a model's own consistency checks (e.g. table shapes)
         raise CardError(f"{source}: {err}") from None
     if values["w_min"] == 0:

@@ -12,8 +12,9 @@ aihwkit). A cross-point whose bounds coincide does not move (aihwkit skips the u
 division uses the double-``where`` trick so values and gradients stay finite there. The
 exponent is clipped to [-80, 80] (``exp(80)`` is finite in float32 and bfloat16), so extreme
 parameters give a zero or a very large (then clipped) step, never inf or NaN. The noise of
-each pulse multiplies the step (aihwkit's default; its ``dw_min_std_add``/``dw_min_std_slope``
-noise terms and write noise are not modelled).
+each pulse multiplies the step (aihwkit's default), or, when ``dw_min_std_add`` or
+``dw_min_std_slope`` is non-zero, has aihwkit's "complex" standard deviation
+:math:`\\sigma_{c2c}(|\\Delta w| + \\sigma_{add} + \\sigma_{slope}|w|)` (``update_once_complex_noise``).
 
 References:
     Gong et al., "Signal and noise extraction from analog memory elements for neuromorphic
@@ -71,6 +72,8 @@ class ExpStep(AbstractPulsedModel):
         "gamma_down": ParameterRule(lambda v: v >= 0, ">= 0"),
         "a": _ANY_FINITE,
         "b": _ANY_FINITE,
+        "dw_min_std_add": ParameterRule(lambda v: v >= 0, ">= 0", optional=True),
+        "dw_min_std_slope": ParameterRule(lambda v: v >= 0, ">= 0", optional=True),
     }
     pulsed: PulsedParams = dataclasses.field(default_factory=PulsedParams)
     A_up: jax.Array | float = 0.00081  # amplitude, up direction (unit 1)
@@ -79,6 +82,14 @@ class ExpStep(AbstractPulsedModel):
     gamma_down: jax.Array | float = 12.78785  # exponential rate, down direction (unit 1)
     a: jax.Array | float = 0.244  # slope of z over the normalised range (unit 1)
     b: jax.Array | float = 0.2425  # offset of z (unit 1)
+    dw_min_std_add: jax.Array | float = 0.0  # additive term of the complex noise (weight units)
+    dw_min_std_slope: jax.Array | float = 0.0  # state-proportional term of the complex noise (unit 1)
+
+    def step_noise_std(self, cp: CrossPoints, w: jax.Array, up: bool) -> jax.Array:
+        step = self.step_up(cp, w) if up else self.step_down(cp, w)
+        extra = self.dw_min_std_add + self.dw_min_std_slope * jnp.abs(w)
+        complex_noise = (self.dw_min_std_add != 0) | (self.dw_min_std_slope != 0)
+        return (cp.dw_min_std * (step + jnp.where(complex_noise, extra, 0.0))).astype(w.dtype)
 
     def _z(self, cp: CrossPoints, w: jax.Array) -> tuple[jax.Array, jax.Array]:
         span = cp.b_max - cp.b_min

@@ -48,3 +48,13 @@ class OneSided(AbstractPulsedModel):
     def step_variance(self, cp: CrossPoints, w: jax.Array, up: bool) -> jax.Array:
         var = self.inner.step_variance(cp, w, True)
         return var if up else jnp.zeros_like(var)
+
+    def step_noise_std(self, cp: CrossPoints, w: jax.Array, up: bool) -> jax.Array:
+        std = self.inner.step_noise_std(cp, w, True)
+        return std if up else jnp.zeros_like(std)
+
+    def extra_draws(self) -> tuple[str, ...]:
+        return self.inner.extra_draws()
+
+    def own_crosspoints(self, draws, common: dict) -> dict:
+        return self.inner.own_crosspoints(draws, common)

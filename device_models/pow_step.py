@@ -14,8 +14,10 @@ aihwkit. :math:`\\gamma = 1` is soft bounds. A cross-point whose bounds coincide
 
 aihwkit parametrises the exponents as ``pow_gamma`` and ``pow_up_down``
 (:math:`\\gamma_+ = \\gamma(1 + \\min(\\beta, 0))`, :math:`\\gamma_- = \\gamma(1 - \\max(\\beta, 0))`
-in its C++ ``populate``); here they are given directly. Its device-to-device spread of the
-exponents (``pow_gamma_dtod``, default 0.1; ``pow_up_down_dtod``) is not modelled.
+in its C++ ``populate``); here they are given directly. Each cross-point draws its own
+exponents as aihwkit does: :math:`\\gamma_\\pm + \\bar\\gamma(\\sigma_g\\xi_1 \\pm \\sigma_{ud}\\xi_2)` with
+:math:`\\bar\\gamma = \\max(\\gamma_+, \\gamma_-)` (aihwkit's ``pow_gamma``), ``pow_gamma_dtod``
+(default 0.1) and ``pow_up_down_dtod`` (default 0), taken in magnitude (``enforce_consistency``).
 
 References:
     Fusi & Abbott, "Limits on the memory storage capacity of bounded synapses", Nat. Neurosci.
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from .numerics import safe_pow
-from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, register_model
+from .pulsed import AbstractPulsedModel, CrossPoints, ParameterRule, PulsedParams, in_use, register_model
 
 __all__ = ["PowStep"]
 
@@ -59,10 +61,30 @@ class PowStep(AbstractPulsedModel):
     parameter_rules: ClassVar[dict[str, ParameterRule]] = {
         "gamma_up": ParameterRule(lambda v: v >= 0, ">= 0"),
         "gamma_down": ParameterRule(lambda v: v >= 0, ">= 0"),
+        "pow_gamma_dtod": ParameterRule(lambda v: v >= 0, ">= 0", optional=True),
+        "pow_up_down_dtod": ParameterRule(lambda v: v >= 0, ">= 0", optional=True),
     }
     pulsed: PulsedParams = dataclasses.field(default_factory=PulsedParams)
     gamma_up: jax.Array | float = 1.0  # exponent of the up step (unit 1)
     gamma_down: jax.Array | float = 1.0  # exponent of the down step (unit 1)
+    pow_gamma_dtod: jax.Array | float = 0.1  # device-to-device spread of both exponents (fraction)
+    pow_up_down_dtod: jax.Array | float = 0.0  # device-to-device spread of their asymmetry (fraction)
+
+    def extra_draws(self) -> tuple[str, ...]:
+        return tuple(
+            n for n, v in (("shape_up", self.pow_gamma_dtod), ("shape_down", self.pow_up_down_dtod)) if in_use(v)
+        )
+
+    def own_crosspoints(self, draws, common: dict) -> dict:
+        gamma = jnp.maximum(self.gamma_up, self.gamma_down)
+        g = self.pow_gamma_dtod * draws.extra["shape_up"] if "shape_up" in draws.extra else 0.0
+        r = self.pow_up_down_dtod * draws.extra["shape_down"] if "shape_down" in draws.extra else 0.0
+        enforce = jnp.asarray(self.pulsed.enforce_consistency) > 0.5
+        up, down = self.gamma_up + gamma * (g + r), self.gamma_down + gamma * (g - r)
+        return {
+            "shape_up": jnp.where(enforce, jnp.abs(up), up),
+            "shape_down": jnp.where(enforce, jnp.abs(down), down),
+        }
 
     @staticmethod
     def _fraction(num: jax.Array, cp: CrossPoints) -> tuple[jax.Array, jax.Array]:
@@ -73,8 +95,10 @@ class PowStep(AbstractPulsedModel):
 
     def step_up(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
         omega, ok = self._fraction(cp.b_max - w, cp)
-        return jnp.where(ok, cp.scale_up * safe_pow(omega, self.gamma_up), 0.0).astype(w.dtype)
+        gamma = self.gamma_up if cp.shape_up is None else cp.shape_up
+        return jnp.where(ok, cp.scale_up * safe_pow(omega, gamma), 0.0).astype(w.dtype)
 
     def step_down(self, cp: CrossPoints, w: jax.Array) -> jax.Array:
         one_minus_omega, ok = self._fraction(w - cp.b_min, cp)
-        return jnp.where(ok, cp.scale_down * safe_pow(one_minus_omega, self.gamma_down), 0.0).astype(w.dtype)
+        gamma = self.gamma_down if cp.shape_down is None else cp.shape_down
+        return jnp.where(ok, cp.scale_down * safe_pow(one_minus_omega, gamma), 0.0).astype(w.dtype)

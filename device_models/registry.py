@@ -10,13 +10,14 @@ from .piecewise_step import PiecewiseStep
 from .pow_step import PowStep
 from .protonic import Protonic
 from .pulsed import AbstractPulsedModel
-from .soft_bounds import SoftBounds
+from .soft_bounds import SoftBounds, SoftBoundsReference
 
 __all__ = ["MODELS", "model_class"]
 
 MODELS: dict[str, type[AbstractPulsedModel]] = {
     ConstantStep.name: ConstantStep,
     SoftBounds.name: SoftBounds,
+    SoftBoundsReference.name: SoftBoundsReference,
     LinearStep.name: LinearStep,
     ExpStep.name: ExpStep,
     PowStep.name: PowStep,

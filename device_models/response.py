@@ -32,7 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .pulsed import AbstractPulsedModel, CrossPoints, apply_pulses, draw_crosspoints, nominal_crosspoints
+from .between_updates import has_write_noise
+from .pulsed import (
+    AbstractPulsedModel,
+    CrossPoints,
+    apply_pulses,
+    crosspoints,
+    needed_draws,
+    nominal_crosspoints,
+    standard_draws,
+)
 
 __all__ = ["MAX_PULSES", "Response", "expected_response", "parse_pulse_spec", "pulse_polarities", "simulate_response"]
 
@@ -113,14 +122,18 @@ def _check_start(model: AbstractPulsedModel, start: float | None) -> None:
 
 
 @jax.jit
-def _scan_stats(model, cp, w0, polarity, keys, w_min, w_max):
-    """Apply the pulses one per step; return per-pulse mean/std of state and fraction."""
+def _scan_stats(model, cp, w0, polarity, keys, w_min, w_max, offset, write_std):
+    """Apply the pulses one per step; return per-pulse mean/std of the read weight and its
+    fraction. The read weight is the state minus the device's reference (``offset``) plus a
+    fresh write-noise draw of std ``write_std`` (every device is written by every pulse)."""
 
     def one(w, inputs):
         pol, key = inputs
-        new = apply_pulses(model, cp, w, jnp.broadcast_to(pol, w.shape), key=key)
-        frac = (new - w_min) / (w_max - w_min)
-        return new, jnp.stack([jnp.mean(new), jnp.std(new), jnp.mean(frac), jnp.std(frac)])
+        k_pulse, k_write = jax.random.split(key)
+        new = apply_pulses(model, cp, w, jnp.broadcast_to(pol, w.shape), key=k_pulse)
+        read = new - offset + write_std * jax.random.normal(k_write, new.shape, new.dtype)
+        frac = (read - w_min) / (w_max - w_min)
+        return new, jnp.stack([jnp.mean(read), jnp.std(read), jnp.mean(frac), jnp.std(frac)])
 
     _, stats = jax.lax.scan(one, w0, (polarity, keys))
     return stats
@@ -162,6 +175,10 @@ def simulate_response(
       key: PRNG key (split into the device draw and the per-pulse noise keys; unused when
         ``noise_free``).
 
+    The statistics are of the weight a read sees: the state minus the device's own reference
+    (a reference device, :class:`~device_models.SoftBoundsReference`) plus a fresh draw of the
+    write noise after every pulse (``write_noise_std``), as aihwkit's ``get_weights`` returns.
+
     Returns:
       A :class:`Response` with per-pulse statistics taken after each pulse.
 
@@ -187,10 +204,14 @@ def simulate_response(
         frac = (states - w_min) / (w_max - w_min)
         stats = jnp.stack([state_mean, jnp.std(states, axis=1), jnp.mean(frac, axis=1), jnp.std(frac, axis=1)], 1)
     else:
-        cp = draw_crosspoints(model, (int(devices),), key=k_dev)
-        w0 = _start_states(model, cp, start)
+        draws = standard_draws((int(devices),), key=k_dev, extra=needed_draws(model))
+        cp = crosspoints(model, draws)
+        offset = model.device_reference(cp, draws) if hasattr(model, "device_reference") else jnp.zeros(())
+        write_std = p.write_noise_std * p.dw_min if has_write_noise(model) else jnp.zeros(())
+        w0 = _start_states(model, cp, start) + offset  # the read weight starts at ``start``
+        w0 = jnp.clip(w0, cp.b_min, cp.b_max)
         keys = jax.random.split(k_noise, polarity.shape[0])
-        stats = _scan_stats(model, cp, w0, jnp.asarray(polarity), keys, w_min, w_max)
+        stats = _scan_stats(model, cp, w0, jnp.asarray(polarity), keys, w_min, w_max, offset, write_std)
     stats = np.asarray(stats, np.float64)
     return Response(
         polarity=polarity,

@@ -92,6 +92,7 @@ def run(args) -> dict:
             "pulse_energy_source": source,
             "samples_per_s": r["samples_per_s"],
             "train_wall_s": wall,
+            "update_modes": r.get("update_modes"),
         }
         print(
             f"{card:<22} {algorithm:<9} acc {row['test_accuracy']:.4f}  "
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--update-mode",
         default=TrainConfig().update_mode,
-        choices=("exact", "expected", "gaussian"),
+        choices=("auto", "exact", "expected", "gaussian"),
         help="rung of the fidelity ladder (default %(default)s)",
     )
     args = ap.parse_args(argv)

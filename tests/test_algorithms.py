@@ -141,7 +141,7 @@ def test_tiki_taka_transfer_every_and_gamma():
     state = state._replace(fast=jnp.full((2, 4), 0.1))
     np.testing.assert_allclose(rule.read_weight(w + 0.2, state), 0.25)
     x, d = jnp.zeros((1, 4)), jnp.zeros((1, 2))
-    up = UpdateParameters()
+    up = UpdateParameters(mode="gaussian")  # a rung: "auto" is resolved by a layer
     transfers = []
     for i in range(7):
         _, state, counts = rule.update(CLEAN, cp, w, state, x, d, 0.1, up, key=jax.random.key(i))
@@ -269,7 +269,15 @@ def test_the_tiki_taka_family_is_one_rule_composed_of_parts():
     cp, w, state = _transfer_setup(custom)
     assert state.signal.chopper.shape == (4,) and state.buffer is None
     w1, state1, counts = custom.update(
-        CLEAN, cp, w, state, jnp.ones((1, 4)), jnp.full((1, 2), -0.02), 1.0, UpdateParameters(), key=jax.random.key(0)
+        CLEAN,
+        cp,
+        w,
+        state,
+        jnp.ones((1, 4)),
+        jnp.full((1, 2), -0.02),
+        1.0,
+        UpdateParameters(mode="gaussian"),
+        key=jax.random.key(0),
     )
     assert int(counts.transfer_reads) == 2 and int(state1.column) == 2
     with pytest.raises(ValueError, match=r"Chopper.in_chop_prob: value 2 is not allowed"):

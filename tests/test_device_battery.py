@@ -86,7 +86,7 @@ def closed_form_step(name, cp: CrossPoints, w, up: bool):
     if name in ("constant-step", "linear-step", "piecewise-step", "lookup-table"):
         # linear-step defaults gamma_up = gamma_down = 0; piecewise-step and lookup-table default to tables of 1
         return cp.scale_up if up else -cp.scale_down
-    if name in ("soft-bounds", "protonic"):
+    if name in ("soft-bounds", "soft-bounds-reference", "protonic"):
         # protonic defaults: operating pulse = reference pulse (multiplier 1), saturation exponents 1
         return cp.scale_up * (1 - w / cp.b_max) if up else -cp.scale_down * (1 - w / cp.b_min)
     if name == "exp-step":  # aihwkit ExpStepDevice defaults
@@ -113,7 +113,11 @@ def test_step_mean_and_spread_match_closed_form(name, up):
     expect = float(closed_form_step(name, cp, w0, up)[0])
     # up_down = 0.2 > 0: up step = dw_min, down step = dw_min * (1 - 0.2)
     nominal = 0.01 if up else -0.008
-    if name in ("soft-bounds", "protonic"):  # protonic defaults saturate like soft bounds (nu = 1)
+    if name in (
+        "soft-bounds",
+        "soft-bounds-reference",
+        "protonic",
+    ):  # protonic defaults saturate like soft bounds (nu = 1)
         nominal *= (1 - 0.25 / 1.0) if up else (1 - 0.25 / -1.0)
     if name == "pow-step":  # omega = (1 - 0.25) / 2
         nominal *= 0.375 if up else 0.625

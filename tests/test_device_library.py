@@ -24,6 +24,7 @@ from device_models import (
     PowStep,
     PulsedParams,
     SoftBounds,
+    SoftBoundsReference,
     apply_pulses,
     draw_crosspoints,
     expected_step,
@@ -65,18 +66,20 @@ def closed_form(model, cp, w):
     s_up, s_dn = np.float64(cp.scale_up), np.float64(cp.scale_down)
     b_max, b_min = np.float64(cp.b_max), np.float64(cp.b_min)
     w = np.asarray(w, np.float64)
-    if isinstance(model, LinearStep):  # nominal bounds (aihwkit mean_bound_reference)
+    if isinstance(model, LinearStep):  # nominal bounds (aihwkit mean_bound_reference), own slopes
         p = model.pulsed
-        up = s_up * np.maximum(1 - model.gamma_up * w / p.w_max, 0)
-        down = s_dn * np.maximum(1 - model.gamma_down * w / p.w_min, 0)
+        g_up, g_dn = np.float64(cp.shape_up), np.float64(cp.shape_down)  # |gamma + gamma_dtod xi|
+        up = s_up * np.maximum(1 - g_up * w / p.w_max, 0)
+        down = s_dn * np.maximum(1 - g_dn * w / p.w_min, 0)
     elif isinstance(model, ExpStep):
         z = 2 * model.a * w / (b_max - b_min) + model.b
         up = s_up * np.maximum(1 - model.A_up * np.exp(model.gamma_up * z), 0)
         down = s_dn * np.maximum(1 - model.A_down * np.exp(-model.gamma_down * z), 0)
     elif isinstance(model, PowStep):
         omega = (b_max - w) / (b_max - b_min)
-        up = s_up * omega**model.gamma_up
-        down = s_dn * (1 - omega) ** model.gamma_down
+        g_up, g_dn = np.float64(cp.shape_up), np.float64(cp.shape_down)  # own exponents (pow_gamma_dtod)
+        up = s_up * omega**g_up
+        down = s_dn * (1 - omega) ** g_dn
     elif isinstance(model, PiecewiseStep):
         x = (w - b_min) / (b_max - b_min)  # nodes equally spaced over each cross-point's [b_min, b_max]
 
@@ -264,7 +267,19 @@ EXPECTED_BUILTINS = {
         ExpStep,
         {"dw_min": 0.00135, "up_down": 0.259359, "dw_min_std": 5.0, "A_up": -1.18445, "A_down": -0.081404, "a": -0.5},
     ),
-    "reram-sb": (SoftBounds, {"dw_min": 0.002, "w_max": 1.25, "w_min": -0.75, "w_max_dtod": 0.24, "w_min_dtod": 0.4}),
+    "reram-sb": (
+        SoftBoundsReference,
+        {
+            "dw_min": 0.002,
+            "w_max": 1.25,
+            "w_min": -0.75,
+            "w_max_dtod": 0.3 / 1.25,
+            "w_min_dtod": 0.3 / 0.75,
+            "mult_noise": 0.0,
+            "write_noise_std": 56.0,
+            "dw_min_std": 3.75,
+        },
+    ),
     "capacitor-li2018": (LinearStep, {"dw_min": 0.005, "up_down_dtod": 0.06, "w_max_dtod": 0.07, "gamma_up": 0.05}),
     "idealized": (ConstantStep, {"dw_min": 0.0002, "up_down_dtod": 0.0, "w_max": 1.0}),
     "gokmen-vlasov-2016": (ConstantStep, {"dw_min": 0.0016, "up_down_dtod": 0.01, "w_min": -1.0}),
@@ -328,8 +343,9 @@ def write(tmp_path, text):
 def test_model_specific_fields_load(tmp_path, model):
     card = load_card(write(tmp_path, card_text(model)))
     assert card.model_name == model
-    for field in MODELS[model].parameter_rules:
-        assert card.provenance[f"parameters.{field}"] == ("assumed", "test")
+    for field, rule in MODELS[model].parameter_rules.items():
+        if not rule.optional:  # optional fields the card leaves out take the class default
+            assert card.provenance[f"parameters.{field}"] == ("assumed", "test")
     if model == "piecewise-step":
         assert card.model.piecewise_up == (1.5, 1.0, 0.5)
         assert card.model.piecewise_down == (0.5, 1.0, 1.5, 2.0)

@@ -42,6 +42,9 @@ class RuleCounts(NamedTuple):
     pulses_down: jax.Array
     transfer_reads: jax.Array  # vectors read from a hidden array (one-hot input, n_out outputs)
     digital_ops: jax.Array  # buffer / chi / chopper operations of the rule
+    # the probability that each cross-point of the read array received a pulse (None: unknown,
+    # the devices whose state changed), for the write noise (AbstractAnalogLayer.settle)
+    touched: jax.Array | None = None
 
 
 def zero() -> jax.Array:

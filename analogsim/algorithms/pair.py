@@ -8,7 +8,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from device_models import CrossPointDraws, OneSided, crosspoints, standard_draws
+from device_models import CrossPointDraws, OneSided, crosspoints, needed_draws, standard_draws
 
 from ..pulsed_update import pulsed_update
 from .base import AbstractUpdateRule, apply_counts, counts_of
@@ -52,7 +52,7 @@ class DifferentialPair(AbstractUpdateRule):
 
     def init(self, model, w, *, key):
         # ``w`` is the weight target (before programming): its negative part goes to G-
-        minus_draws = standard_draws(w.shape, key=key, dtype=w.dtype)
+        minus_draws = standard_draws(w.shape, key=key, dtype=w.dtype, extra=needed_draws(model))
         minus_device = crosspoints(model, minus_draws)
         minus = jnp.clip(minus_device.b_min + jnp.maximum(-w, 0.0), minus_device.b_min, minus_device.b_max)
         return PairState(minus=minus, minus_draws=minus_draws)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from device_models import CrossPointDraws, crosspoints, standard_draws, symmetry_point
+from device_models import CrossPointDraws, crosspoints, needed_draws, standard_draws, symmetry_point
 
 from ..periphery import IOParameters
 from ..pulsed_update import UpdateParameters, pulsed_update
@@ -71,7 +71,7 @@ class Transfer(AbstractUpdateRule):
 
     def init(self, model, w, *, key):
         k_dev, k_signal = jax.random.split(key)
-        fast_draws = standard_draws(w.shape, key=k_dev, dtype=w.dtype)
+        fast_draws = standard_draws(w.shape, key=k_dev, dtype=w.dtype, extra=needed_draws(model))
         offset = jnp.zeros((), w.dtype)
         if self.fast_reference == "symmetry-point":
             offset = symmetry_point(model, crosspoints(model, fast_draws)).astype(w.dtype)

@@ -111,9 +111,18 @@ from .expected import _expected_update, _poisson  # noqa: F401 (re-exported)
 from .gaussian import _gaussian_update, _stochastic_round, _unit_noise  # noqa: F401 (re-exported)
 from .probabilities import _count_terms, _mean_counts, _up_down, pulse_probabilities  # noqa: F401 (re-exported)
 from .reference import _slot_by_slot  # noqa: F401 (re-exported)
+from .safety import check_rungs, resolve_update
 from .settings import UPDATE_MODES, PulseCounts, UpdateParameters
 
-__all__ = ["UPDATE_MODES", "PulseCounts", "UpdateParameters", "pulse_probabilities", "pulsed_update"]
+__all__ = [
+    "UPDATE_MODES",
+    "PulseCounts",
+    "UpdateParameters",
+    "check_rungs",
+    "pulse_probabilities",
+    "pulsed_update",
+    "resolve_update",
+]
 
 # The private names above stay importable from here, as from the single module this package
 # replaces (tests and benchmarks use several). A name that a function looks up when it runs (the
@@ -149,6 +158,14 @@ def pulsed_update(
     Returns:
       The new states and the pulses fired.
     """
+    if up.mode == "auto":
+        try:
+            up = resolve_update(model, up)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            raise ValueError(
+                "pulsed_update: mode 'auto' needs a concrete device model to choose a rung; resolve it first "
+                "(analogsim.pulsed_update.resolve_update) or pass exact, expected or gaussian"
+            ) from None
     if up.mode == "expected":
         return _expected_update(model, cp, w, x, d, lr, up, key)
     if up.mode == "gaussian":

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from device_models import AbstractPulsedModel, apply_pulses, expected_step
+from device_models import AbstractPulsedModel, apply_pulses
 
 from .. import rng
 from ..rng import fast_key as _fast_key
@@ -80,7 +80,7 @@ def _one_pulse(model, cp, w, pulses, xi):
     """:func:`device_models.apply_pulses` for a model with the default noise law, with the
     standard normals ``xi`` given (drawn in bulk outside the per-sample loop, several times
     cheaper on CPU than a draw per sample)."""
-    dw = expected_step(model, cp, w, pulses) * (1.0 + cp.dw_min_std * xi)
+    dw = model.noisy_step(cp, w, pulses, xi)
     return jnp.where(pulses != 0, jnp.clip(w + dw, cp.b_min, cp.b_max), w)
 
 

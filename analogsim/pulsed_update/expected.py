@@ -51,4 +51,5 @@ def _expected_update(model, cp, w, x, d, lr, up, key):
     dw = dw + std * rng.normal(k_noise, w.shape, w.dtype)
     new = jnp.clip(w + dw, cp.b_min, cp.b_max)
     new = jnp.where((n_up + n_down) > 0, new, w)
-    return new, PulseCounts(up=jnp.sum(n_up), down=jnp.sum(n_down))
+    touched = ((n_up + n_down) > 0).astype(w.dtype)
+    return new, PulseCounts(up=jnp.sum(n_up), down=jnp.sum(n_down), touched=touched)

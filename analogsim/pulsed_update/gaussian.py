@@ -53,5 +53,6 @@ def _gaussian_update(model, cp, w, x, d, lr, up, key):
     # the array's expected totals from the line sums (equal to summing mean_up and mean_down, up
     # to rounding, since total >= |signed| at every cross-point), without another pass over it
     sum_up, sum_down = _up_down(sum_total, sum_signed)
-    counts = PulseCounts(up=_stochastic_round(k_up, sum_up), down=_stochastic_round(k_down, sum_down))
+    touched = -jnp.expm1(-(mean_up + mean_down))  # P(at least one pulse), Poisson counts
+    counts = PulseCounts(up=_stochastic_round(k_up, sum_up), down=_stochastic_round(k_down, sum_down), touched=touched)
     return new, counts

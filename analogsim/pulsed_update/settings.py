@@ -9,7 +9,7 @@ import jax
 
 __all__ = ["UPDATE_MODES", "PulseCounts", "UpdateParameters"]
 
-UPDATE_MODES = ("exact", "expected", "gaussian")
+UPDATE_MODES = ("auto", "exact", "expected", "gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,10 +19,10 @@ class UpdateParameters:
     desired_bl: int = 31  # longest pulse train (time slots per sample)
     update_bl_management: bool = True  # shorten BL to what the sample needs
     update_management: bool = True  # balance row and column probabilities
-    # Rung of the fidelity ladder (module docstring). On RT-MNIST (5 epochs, seeds 0 and 1)
-    # "expected" and "gaussian" stay within 0.7 points of "exact"; "gaussian", the fastest, is
-    # the default (DESIGN.md: the fastest rung within 1 point of exact; docs/fidelity.md).
-    mode: Literal["exact", "expected", "gaussian"] = "gaussian"
+    # Rung of the fidelity ladder (module docstring). "auto" (the default) is resolved per
+    # device when a layer is built (analogsim.pulsed_update.safety): "gaussian", the fastest,
+    # where it is safe, else "exact", said in one line (docs/fidelity.md).
+    mode: Literal["auto", "exact", "expected", "gaussian"] = "auto"
 
     def __post_init__(self):
         if not (isinstance(self.desired_bl, int) and self.desired_bl >= 1):
@@ -43,3 +43,6 @@ class PulseCounts:
 
     up: jax.Array  # potentiating pulses
     down: jax.Array  # depressing pulses
+    # (out, in) probability that each cross-point received at least one pulse (the ``expected``
+    # rung: 0/1; ``gaussian``: 1 - exp(-mean count); ``exact``: None, its states tell)
+    touched: jax.Array | None = None

@@ -53,7 +53,7 @@ class TrainConfig:
     algorithm: str = "sgd"
     algo_options: tuple[tuple[str, str], ...] = ()  # (name, value) hyperparameters of the rule
     reference: str = "zero"  # analog weights read against 0 or the devices' symmetry points
-    update_mode: str = "gaussian"  # the fastest rung within 1 point of exact on RT-MNIST (docs/fidelity.md)
+    update_mode: str = "auto"  # gaussian where safe on the card, else exact (pulsed_update.safety)
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1

@@ -22,11 +22,12 @@ from flax import nnx
 from .. import energy
 from ..checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ..data import Dataset, load_dataset
+from ..layers import analog_layers
 from ..periphery_card import PeripheryCard, load_periphery_card
 from .config import TrainConfig, TrainingError, build_model, check_resume, config_dict
 from .evaluation import evaluate
 from .report import baseline_report, ledger_prices, non_finite_where, training_flops_per_sample
-from .state import FlatState, TrainState
+from .state import FlatState, TrainState, layer_name
 from .step import make_train_step
 
 __all__ = [
@@ -407,6 +408,8 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
         "energy_j": {"total": report["total_j"], "by_kind": report["by_kind"], "by_layer": report["by_layer"]},
         "energy_report": report,
         "config": config_dict(config),
+        # the rung each analog layer ran (``--update-mode auto`` resolves it per device)
+        "update_modes": {layer_name(path): layer.update.mode for path, layer in analog_layers(run.model)},
     }
     if config.energy_report is not None:
         path = Path(config.energy_report)

@@ -140,18 +140,14 @@ def _update_layers(m, specs, calls, reads_input, g_probes, mask, lr, ledger, k_u
     for i, ((path, layer), (name, n_in, n_out)) in enumerate(zip(analog_layers(m), specs, strict=True)):
         x, d, reads, row_mask, back = _layer_batch(layer, path, calls[i], reads_input[i], g_probes, mask)
         with jax.named_scope("pulsed_update"):  # (the scopes name the step's parts in profiles)
+            cp = layer.crosspoints()
+            w_old = layer.weight.get_value()
             w_new, rule_state, rule_counts = layer.algorithm.update(
-                layer.model,
-                layer.crosspoints(),
-                layer.weight.get_value(),
-                layer.rule_state.get_value(),
-                x,
-                d,
-                lr,
-                layer.update,
+                layer.model, cp, w_old, layer.rule_state.get_value(), x, d, lr, layer.update,
                 key=jax.random.fold_in(k_update, i),
-            )
-        layer.weight.set_value(w_new)
+            )  # fmt: skip
+            layer.settle(cp, w_old, w_new, rule_counts.touched, key=jax.random.fold_in(k_update, 10_000 + i))
+        rule_counts = rule_counts._replace(touched=None)
         layer.rule_state.set_value(rule_state)
         with jax.named_scope("ledger"):
             tiles = tuple(len(t) for t in tile_grid(n_out, n_in, layer.forward_io))

@@ -265,7 +265,7 @@ def _card_model(spec: _Spec, params: dict[str, ParameterEstimate], model_extra: 
 
 def _pulsed_first(params: dict[str, ParameterEstimate]) -> dict[str, ParameterEstimate]:
     """``params`` with the PulsedParams fields first, in their declaration order, then the rest."""
-    ordered = {f.name: params[f.name] for f in dataclasses.fields(PulsedParams)}
+    ordered = {f.name: params[f.name] for f in dataclasses.fields(PulsedParams) if f.name in params}
     for key in params:
         if key not in ordered:
             ordered[key] = params[key]
