@@ -101,7 +101,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument(
         "--update-mode",
         default=d.update_mode,
-        help="pulsed-update rung of the fidelity ladder: exact, expected or gaussian (default %(default)s)",
+        help="pulsed-update rung of the fidelity ladder: auto (gaussian where safe on the card, else exact), exact, expected or gaussian (default %(default)s)",
     )
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from device_models import CrossPointDraws, crosspoints, needed_draws, standard_draws, symmetry_point
+from device_models import CrossPointDraws, crosspoints, decay_and_diffuse, needed_draws, standard_draws, symmetry_point
 
 from ..periphery import IOParameters
 from ..pulsed_update import UpdateParameters, pulsed_update
@@ -100,6 +100,8 @@ class Transfer(AbstractUpdateRule):
         # materialised once per step (XLA would otherwise recompute it inside every consumer)
         fast_device = jax.lax.optimization_barrier(crosspoints(model, state.fast_draws))
         fast, pulses = pulsed_update(model, fast_device, state.fast, x_in, d, fast_lr, up, key=k_fast)
+        # the fast array's decay and diffusion once per mini-batch (nothing where the device has none)
+        fast = decay_and_diffuse(model, fast_device, fast, key=jax.random.fold_in(key, 7))
         state = state._replace(fast=fast)
         k = self.columns_per_transfer if self.columns_per_transfer is not None else x.shape[0]
         k = min(k, w.shape[1])

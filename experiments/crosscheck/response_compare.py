@@ -8,7 +8,7 @@ pulses of the mean and of the std of the fraction of the range. The bar: both wi
 for the mean at a pulse where the two populations are so spread that 2,000 devices cannot
 resolve 0.02 (PCM's first depressing pulse, which throws most devices from the top of the range
 to the bottom), within four standard errors of the difference of two sample means
-(:math:`4\sqrt{(s_a^2 + s_b^2)/n}`).
+(4 sqrt((s_a^2 + s_b^2) / n)).
 
 Usage: python experiments/crosscheck/response_compare.py [--out results/crosscheck/response_compare.json]
 """
