@@ -6,14 +6,13 @@ optax.
 """
 
 from .between_updates import decay_and_diffuse, has_write_noise, reset_states, write_noise, writes_between_updates
+from .card_variants import card_document, card_variant
 from .cards import (
     BUILTIN_CARDS,
     CardError,
     DeviceCard,
     builtin_card_names,
-    card_document,
     card_toml,
-    card_variant,
     load_card,
     parse_card,
 )
@@ -60,11 +59,11 @@ from .pulsed import (
     needed_draws,
     nominal_crosspoints,
     standard_draws,
-    symmetry_point,
 )
 from .registry import MODELS, model_class
 from .response import Response, expected_response, parse_pulse_spec, pulse_polarities, simulate_response
 from .soft_bounds import SoftBounds, SoftBoundsReference
+from .symmetry import symmetry_point
 
 __all__ = [
     "decay_and_diffuse",

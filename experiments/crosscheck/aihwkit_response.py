@@ -23,19 +23,8 @@ import torch
 from aihwkit.simulator.configs import SingleRPUConfig
 from aihwkit.simulator.presets import devices as presets
 from aihwkit.simulator.tiles import AnalogTile
+from aihwkit_presets import PRESETS  # the same presets, in the same order (this folder)
 
-PRESETS = [
-    "ReRamESPresetDevice",
-    "ReRamSBPresetDevice",
-    "CapacitorPresetDevice",
-    "EcRamPresetDevice",
-    "EcRamMOPresetDevice",
-    "IdealizedPresetDevice",
-    "GokmenVlasovPresetDevice",
-    "PCMPresetDevice",
-    "ReRamArrayOMPresetDevice",
-    "ReRamArrayHfO2PresetDevice",
-]
 MAX_PULSES = 2000  # per direction
 
 
