@@ -42,6 +42,7 @@ from .training import (
     train,
     train_model,
 )
+from .training.endurance import endurance_report
 
 __all__ = [
     "AGAD",
@@ -52,6 +53,7 @@ __all__ = [
     "SGD",
     "TTv2",
     "TikiTaka",
+    "endurance_report",
     "evaluate_after",
     "data_mesh",
     "device_variants",

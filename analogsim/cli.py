@@ -11,6 +11,7 @@ import json
 import sys
 
 from device_models import BUILTIN_CARDS, CardError, load_card
+from device_models.card_physical import physical_summary
 
 from .checkpoint import CheckpointError
 from .data import DataError
@@ -19,6 +20,7 @@ from .fit_cli import add_fit_parser, run_fit
 from .periphery_card import PeripheryCardError, load_periphery_card
 from .response_cli import add_response_parser, run_response
 from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, train
+from .training.endurance import endurance_line
 
 __all__ = ["main"]
 
@@ -214,6 +216,10 @@ def _devices() -> None:
             f"{name:<21} {card.model_name:<14} {p.dw_min:>8.4g} {states:>7.0f} {p.up_down:>8.3g} "
             f"{p.dw_min_std:>5.2f} {p.dw_min_dtod:>5.2f} {e_txt:>9}  {card.description}"
         )
+    lines = [line for line in (physical_summary(load_card(n)) for n in BUILTIN_CARDS) if line]
+    if lines:
+        print("\nconductance window, pulses across it (noise-free, nominal device), energy, read condition:")
+        print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             f"DAC {e['by_kind']['dac']:.3g}, ADC {e['by_kind']['adc']:.3g}, digital {e['by_kind']['digital']:.3g}); "
             f"digital baseline {result['energy_report']['digital_baseline_j']:.4g} J"
         )
+        if result.get("endurance"):
+            print(endurance_line(result["endurance"]))
     return 0
 
 

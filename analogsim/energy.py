@@ -25,7 +25,8 @@ card (:mod:`analogsim.periphery_card`):
     E_{ADC} = F_{ADC}\\,2^{b_{out}}, \\quad E_{DAC} = F_{DAC}\\,2^{b_{in}}, \\quad
     E_{dig} = E_{MAC}
 
-with :math:`\\bar G` the middle of the card's conductance range and :math:`b = \\log_2(1/res + 2)`
+with :math:`V_{read}` the card's read condition (``physical.read_voltage``) where it gives
+one, else the periphery card's, :math:`\\bar G` the middle of the card's conductance range and :math:`b = \\log_2(1/res + 2)`
 the converter's bits (aihwkit's ``1/(2^b - 2)`` resolutions). Every joule of a report is a
 count times a price, so a report can be re-priced with another card without retraining.
 """
@@ -114,9 +115,15 @@ def analog_prices(card: DeviceCard, periphery: PeripheryCard, io: IOParameters) 
     else:
         g = periphery.default_conductance_s
         g_src = f"G = {g:.3g} S ({periphery.describe('default_conductance')})"
+    if "read_voltage_v" in phys:  # the device's own read condition wins over the periphery's
+        v_read = phys["read_voltage_v"]
+        prov, src = card.provenance["physical.read_voltage"]
+        v_src = f"card {card.name}'s read condition: {prov}, {src}"
+    else:
+        v_read, v_src = periphery.read_voltage_v, periphery.describe("read_voltage")
     read = Price(
-        periphery.read_voltage_v**2 * g * periphery.read_time_s,
-        f"V_read^2 G t_read with V_read = {periphery.read_voltage_v} V ({periphery.describe('read_voltage')}), "
+        v_read**2 * g * periphery.read_time_s,
+        f"V_read^2 G t_read with V_read = {v_read} V ({v_src}), "
         f"t_read = {periphery.read_time_s:g} s ({periphery.describe('read_time')}), {g_src}",
     )
     b_in, b_out = converter_bits(io.inp_res), converter_bits(io.out_res)

@@ -120,6 +120,13 @@ class WriteNoise(nnx.Variable):
     persistent weight): (out, in) for a device with ``write_noise_std > 0``, else a scalar 0."""
 
 
+class Wear(nnx.Variable):
+    """Pulses each device has received since the layer was made, (out, in) float32, for a card
+    that gives an endurance (``physical.endurance``); else a scalar 0 and nothing is tallied.
+    Counts the array the update rule writes every step (SGD: the weights; transfer rules: the
+    fast array; pairs: each device of the pair), the expectation where the rung draws none."""
+
+
 class OutputScale(nnx.Variable):
     """A digital factor on the analog output: the weight scale of the mapping (1 when weights
     are stored as they are), or a drift compensation."""
@@ -151,6 +158,15 @@ def card_reference(device) -> str | None:
         return device
     if isinstance(device, DeviceCard):
         return device.name if device.name in builtin_card_names() else device.source_file
+    return None
+
+
+def _endurance(device) -> float | None:
+    """The endurance of ``device``'s card (``physical.endurance``, pulses), or ``None``."""
+    if isinstance(device, str):
+        device = load_card(device)
+    if isinstance(device, DeviceCard):
+        return device.physical.get("endurance_pulses")
     return None
 
 
@@ -193,6 +209,8 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         model = as_array_model(device)
         self.device_model = DeviceModel(model)
         self.card = card_reference(device)  # static: prices this layer's events (energy ledger)
+        # static: the card's endurance (pulses per device shown without degradation), or None
+        self.endurance = _endurance(device)
         self.forward_io = forward_io
         # the backward read uses the same physical tiles as the forward read
         self.backward_io = dataclasses.replace(
@@ -231,6 +249,7 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         self.rngs = nnx.Rngs(read=k_read)
         self.out_scale = OutputScale(jnp.asarray(scale, jnp.float32))
         self.write_noise = WriteNoise(noise)
+        self.wear = Wear(jnp.zeros((out_features, in_features) if self.endurance else (), jnp.float32))
         # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
         self.rule_state = RuleState(algorithm.init(model, w0 + ref, key=jax.random.fold_in(k_dev, 1)))
 
@@ -344,6 +363,11 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
             written = jax.random.uniform(k_pick, w_new.shape, w_new.dtype) < touched
         fresh = write_noise(self.model, w_new.shape, key=k_noise, dtype=w_new.dtype)
         self.write_noise.set_value(jnp.where(written, fresh, self.write_noise.get_value()))
+
+    def tally_wear(self, per_device: jax.Array | None) -> None:
+        """Add an update's pulses per device to :class:`Wear` (only for a card with an endurance)."""
+        if self.endurance is not None and per_device is not None:
+            self.wear.set_value(self.wear.get_value() + per_device.astype(jnp.float32))
 
     @abc.abstractmethod
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

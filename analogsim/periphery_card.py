@@ -47,7 +47,7 @@ _FIELDS = {
     "baseline_power": ("baseline_power_w", {"W": 1.0, "kW": 1e3}, lambda v: v > 0, "> 0"),
     "baseline_utilisation": ("baseline_utilisation", {"1": 1.0}, lambda v: 0 < v <= 1, "in (0, 1]"),
 }
-_PROVENANCES = ("measured", "fitted", "assumed")
+_PROVENANCES = ("measured", "fitted", "derived", "assumed")
 
 
 class PeripheryCardError(ValueError):

@@ -61,7 +61,7 @@ from .pulsed import (
     standard_draws,
 )
 from .registry import MODELS, model_class
-from .response import Response, expected_response, parse_pulse_spec, pulse_polarities, simulate_response
+from .response import Response, expected_response, parse_pulse_spec, pulse_polarities, pulses_across, simulate_response
 from .soft_bounds import SoftBounds, SoftBoundsReference
 from .symmetry import symmetry_point
 
@@ -118,6 +118,7 @@ __all__ = [
     "step_size",
     "Response",
     "expected_response",
+    "pulses_across",
     "parse_pulse_spec",
     "pulse_polarities",
     "simulate_response",

@@ -1,7 +1,8 @@
 """Device cards: a device model's nominal parameters, with units and provenance, in TOML.
 
 A card looks like this (every number is a table with ``value``, ``unit``, ``provenance``
-(``measured``, ``fitted`` or ``assumed``) and ``source``)::
+(``measured``, ``fitted``, ``derived`` (arithmetic on measured figures, shown in the source) or
+``assumed``) and ``source``)::
 
     name = "soft-bounds"
     model = "soft-bounds"
@@ -13,7 +14,7 @@ A card looks like this (every number is a table with ``value``, ``unit``, ``prov
     provenance = "assumed"
     source = "aihwkit 1.1.0, SoftBoundsDevice default"
 
-    [physical.g_max]            # optional: mapping of weights to siemens, and pulse energy
+    [physical.g_max]            # optional (device_models.card_physical): conductances, energy, limits
     value = 10.0
     unit = "uS"
     ...
@@ -45,7 +46,6 @@ Every field is checked where the card enters; a bad one raises :class:`CardError
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -53,8 +53,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from .card_entries import _NORMALISED_UNITS, _UNITS, _number, _table
 from .card_errors import CardError
-from .pulsed import PULSED_FLAGS, REQUIRED_PULSED, AbstractPulsedModel, ParameterRule, PulsedParams, nominal_crosspoints
+from .card_physical import check_operating_limits, parse_physical
+from .pulsed import PULSED_FLAGS, REQUIRED_PULSED, AbstractPulsedModel, PulsedParams, nominal_crosspoints
 from .registry import MODELS
 from .retention import Retention
 from .toml_writer import card_toml
@@ -69,24 +71,6 @@ __all__ = [
     "parse_card",
 ]
 
-PROVENANCES = ("measured", "fitted", "assumed")
-_NORMALISED_UNITS = {"1": 1.0}
-_UNITS = {
-    "conductance": {"S": 1.0, "mS": 1e-3, "uS": 1e-6, "nS": 1e-9},
-    "energy": {"J": 1.0, "pJ": 1e-12, "fJ": 1e-15, "aJ": 1e-18},
-    "voltage": {"V": 1.0, "mV": 1e-3},
-    "time": {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
-    "length": {"m": 1.0, "um": 1e-6, "nm": 1e-9},
-    "temperature": {"K": 1.0},
-}
-# name in the card -> (SI attribute name, unit family, check, description of what is allowed)
-_PHYSICAL = {
-    "g_min": ("g_min_s", "conductance", lambda v: v >= 0, ">= 0"),
-    "g_max": ("g_max_s", "conductance", lambda v: v > 0, "> 0"),
-    "pulse_energy": ("pulse_energy_j", "energy", lambda v: v >= 0, ">= 0"),
-    "pulse_voltage": ("pulse_voltage_v", "voltage", lambda v: v != 0, "non-zero"),
-    "pulse_width": ("pulse_width_s", "time", lambda v: v > 0, "> 0"),
-}
 # PulsedParams field -> (check, description of what is allowed)
 _PULSED_CHECKS = {
     "dw_min": (lambda v: v > 0, "> 0"),
@@ -186,75 +170,6 @@ def load_card(name_or_path: str | Path) -> DeviceCard:
     return parse_card(text, source=str(path))
 
 
-def _entry_value(source: str, field: str, entry: Any) -> Any:
-    """Check that one card entry is a table with the right keys; return its raw ``value``."""
-    if not isinstance(entry, dict):
-        raise CardError(
-            f"{source}: field {field!r}: value {entry!r} is not allowed; "
-            "must be a table with value, unit, provenance and source"
-        )
-    allowed_keys = {"value", "unit", "provenance", "source", "note"}
-    extra = sorted(set(entry) - allowed_keys)
-    if extra:
-        raise CardError(f"{source}: field {field!r}: unknown key(s) {extra}; allowed: {sorted(allowed_keys)}")
-    for key in ("value", "unit", "provenance", "source"):
-        if key not in entry:
-            raise CardError(f"{source}: field {field!r}: missing {key!r}")
-    return entry["value"]
-
-
-def _entry_meta(source: str, field: str, entry: dict, units: dict[str, float]) -> tuple[float, str, str]:
-    """Check the unit, provenance and source of one card entry; return (unit factor, provenance, source)."""
-    unit = entry["unit"]
-    if unit not in units:
-        raise CardError(f"{source}: field '{field}.unit': value {unit!r} is not allowed; allowed: {', '.join(units)}")
-    prov = entry["provenance"]
-    if prov not in PROVENANCES:
-        raise CardError(
-            f"{source}: field '{field}.provenance': value {prov!r} is not allowed; allowed: {', '.join(PROVENANCES)}"
-        )
-    src = entry["source"]
-    if not isinstance(src, str) or not src.strip():
-        raise CardError(f"{source}: field '{field}.source': value {src!r} is not allowed; must be a non-empty string")
-    return units[unit], prov, src
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
-
-
-def _number(
-    source: str, field: str, entry: Any, units: dict[str, float], *, flag: bool = False
-) -> tuple[float, str, str]:
-    """Check one ``{value, unit, provenance, source}`` table; return (SI value, provenance, source).
-    A ``flag`` (an aihwkit boolean) may be written ``true``/``false`` and is returned as 1.0/0.0."""
-    value = _entry_value(source, field, entry)
-    if flag and isinstance(value, bool):
-        _, prov, src = _entry_meta(source, field, entry, units)
-        return float(value), prov, src
-    if not _is_number(value):
-        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be a number")
-    if not math.isfinite(value):
-        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; must be finite")
-    factor, prov, src = _entry_meta(source, field, entry, units)
-    return float(value) * factor, prov, src
-
-
-def _table(source: str, field: str, entry: Any, rule: ParameterRule) -> tuple[tuple[float, ...], str, str]:
-    """Check one entry whose value is a non-empty array of unit-"1" numbers, each passing ``rule``."""
-    value = _entry_value(source, field, entry)
-    allowed = f"must be a non-empty array of finite numbers, each {rule.rule}"
-    if not isinstance(value, list) or not value:
-        raise CardError(f"{source}: field '{field}.value': value {value!r} is not allowed; {allowed}")
-    for i, v in enumerate(value):
-        if not _is_number(v) or not math.isfinite(v) or not rule.check(float(v)):
-            raise CardError(
-                f"{source}: field '{field}.value': value {value!r} is not allowed; {allowed} (element {i} is {v!r})"
-            )
-    _, prov, src = _entry_meta(source, field, entry, _NORMALISED_UNITS)
-    return tuple(float(v) for v in value), prov, src
-
-
 def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
     """Parse and check the TOML text of a card (see the module docstring for the format)."""
     try:
@@ -265,9 +180,10 @@ def parse_card(text: str, *, source: str = "<string>") -> DeviceCard:
     model_cls = MODELS[model_name]
     provenance: dict[str, tuple[str, str]] = {}
     values, model_values = _parameters(source, doc["parameters"], model_name, model_cls, provenance)
-    physical = _physical(source, doc.get("physical", {}), provenance)
+    physical = parse_physical(source, doc.get("physical", {}), provenance)
     retention = _retention(source, doc.get("retention", {}), provenance)
     model = _model(source, model_name, model_cls, values, model_values)
+    check_operating_limits(source, model, physical)
     return DeviceCard(
         name=name,
         model=model,
@@ -374,31 +290,6 @@ def _model_values(
             model_values[field] = value
         provenance[f"parameters.{field}"] = (prov, src)
     return model_values
-
-
-def _physical(source: str, physical_doc: Any, provenance: dict[str, tuple[str, str]]) -> dict[str, float]:
-    """The optional ``[physical]`` section, in SI units (``g_min_s``, ``g_max_s``, ...)."""
-    if not isinstance(physical_doc, dict):
-        raise CardError(f"{source}: field 'physical': must be a table")
-    unknown = sorted(set(physical_doc) - set(_PHYSICAL))
-    if unknown:
-        raise CardError(f"{source}: unknown physical field(s) {unknown}; allowed: {sorted(_PHYSICAL)}")
-    physical: dict[str, float] = {}
-    for field, entry in physical_doc.items():
-        si_name, family, check, rule = _PHYSICAL[field]
-        value, prov, src = _number(source, f"physical.{field}", entry, _UNITS[family])
-        if not check(value):
-            raise CardError(f"{source}: field 'physical.{field}': value {value!r} is not allowed; must be {rule}")
-        physical[si_name] = value
-        provenance[f"physical.{field}"] = (prov, src)
-    if ("g_min_s" in physical) != ("g_max_s" in physical):
-        raise CardError(f"{source}: field 'physical': g_min and g_max must be given together")
-    if "g_min_s" in physical and not physical["g_min_s"] < physical["g_max_s"]:
-        raise CardError(
-            f"{source}: field 'physical.g_min': value {physical['g_min_s']!r} S is not allowed; "
-            f"must be < g_max ({physical['g_max_s']!r} S)"
-        )
-    return physical
 
 
 def _model(

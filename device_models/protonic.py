@@ -116,8 +116,10 @@ class Protonic(AbstractPulsedModel):
       saturation_up: :math:`\\nu_+`, exponent of the up step's saturation factor (unit 1, >= 0).
       saturation_down: :math:`\\nu_-`, exponent of the down step's saturation factor (unit 1, >= 0).
 
-    The defaults are the ``wo3-psg-onen2022`` card's physics (5 ns, 10 V, 10 nm PSG, mostly
-    assumed; see the card for provenance) with soft-bounds saturation (:math:`\\nu = 1`).
+    The defaults are a generic, symmetric device (5 ns, 10 V both ways, 10 nm electrolyte,
+    :math:`a` = 0.3 nm, :math:`\\beta = 1`, soft-bounds saturation :math:`\\nu = 1`); the published
+    device of Onen et al. 2022 (+10 V / -8.5 V, :math:`a` = 5.6 Å, :math:`\\beta = 1.2`) is the
+    ``wo3-psg-onen2022`` card, with the source of every number.
 
     Example:
       >>> model = Protonic(PulsedParams(dw_min=0.002), voltage_up_v=9.0)  # a 9 V pulse, card at 10 V
@@ -236,7 +238,8 @@ def step_size(model: Protonic, voltage_v: Any, width_s: Any, *, up: bool = True)
     v_ref = model.ref_voltage_up_v if up else model.ref_voltage_down_v
     voltage_v = jnp.asarray(voltage_v, jnp.result_type(float))
     width_s = jnp.asarray(width_s, jnp.result_type(float))
-    field = _sinh_ratio(voltage_v / v0, v_ref / v0)
+    # both arguments rounded alike, so that M = 1 exactly at the reference pulse
+    field = _sinh_ratio(voltage_v / v0, jnp.asarray(v_ref, voltage_v.dtype) / v0)
     ratio = width_s / model.ref_width_s
     positive = ratio > 0
     safe = jnp.where(positive, ratio, 1.0)

@@ -43,7 +43,15 @@ from .pulsed import (
     standard_draws,
 )
 
-__all__ = ["MAX_PULSES", "Response", "expected_response", "parse_pulse_spec", "pulse_polarities", "simulate_response"]
+__all__ = [
+    "MAX_PULSES",
+    "Response",
+    "expected_response",
+    "parse_pulse_spec",
+    "pulse_polarities",
+    "pulses_across",
+    "simulate_response",
+]
 
 MAX_PULSES = 1_000_000  # longest pulse sequence accepted (the per-pulse outputs are kept)
 _TOKEN = re.compile(r"^[+-][0-9]+$")
@@ -257,3 +265,29 @@ def expected_response(
     w0 = _start_states(model, cp, start)
     states = np.asarray(_scan_noise_free(model, cp, w0, jnp.asarray(polarity)), np.float64)
     return states[:, 0] if crosspoints is None else states
+
+
+def pulses_across(
+    model: AbstractPulsedModel, *, fraction: float = 1.0, max_pulses: int = 100_000
+) -> tuple[int | None, int | None]:
+    """Noise-free pulses the nominal device needs to cross its window: up from ``w_min`` until the
+    state reaches ``w_min + fraction (w_max - w_min)``, and down from ``w_max`` until it reaches
+    ``w_max - fraction (w_max - w_min)`` (nominal bounds).
+
+    A device whose steps shrink to zero at a bound (soft bounds) never reaches it: ``fraction = 1``
+    gives ``None`` for it; ``fraction < 1`` gives a finite count.
+
+    Returns:
+      ``(up, down)``: the counts, each ``None`` if not reached within ``max_pulses``.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"pulses_across: fraction: value {fraction!r} is not allowed; must be in (0, 1]")
+    p = model.pulsed
+    span = p.w_max - p.w_min
+    counts = []
+    for sign, start, target in ((+1, p.w_min, p.w_min + fraction * span), (-1, p.w_max, p.w_max - fraction * span)):
+        w = expected_response(model, [sign * max_pulses], start=start)
+        tol = 1e-7 * span  # float32 trajectories land on a bound to rounding
+        reached = np.nonzero(sign * (w - target) >= -tol)[0]
+        counts.append(int(reached[0]) + 1 if reached.size else None)
+    return counts[0], counts[1]

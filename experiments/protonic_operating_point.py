@@ -20,10 +20,10 @@ Per point the card gets:
   it (it computes its pulse probabilities from the true step at the operating pulse). With
   ``--controller card`` the controller keeps the card's ``dw_min`` (calibrated at 10 V, 5 ns)
   while the device steps by ``M`` times that, so the effective learning rate scales with ``M``;
-- ``physical.pulse_energy`` = :func:`device_models.pulse_energy_j` of (V, t) with the proton
-  charge scaled by ``M`` and the card's gate capacitance: :math:`E = V Q_0 M + C_g V^2`, with
-  :math:`Q_0 = 3\\times10^{-18}` C and :math:`C_g = 3.45\\times10^{-17}` F, the numbers behind
-  the card's 3.48 fJ (see its ``physical.pulse_energy`` source; both assumed there).
+- ``physical.gate_charging_energy`` = :math:`C_g V^2` and ``physical.ion_transfer_energy`` =
+  :math:`V Q_0 M` (their sum is the pulse energy, :func:`device_models.pulse_energy_j`), with
+  :math:`C_g = 2.5\\times10^{-17}` F and :math:`Q_0 = 1.5\\times10^{-18}` C: the card's 2.5 fJ and
+  15 aJ at 10 V, 5 ns (Onen et al., Science 2022, main text) divided by :math:`V^2` and :math:`V`.
 
 Modes: ``--quick`` (digits, 3 V x 2 widths, a minute or two on 2 CPU cores), full (RT-MNIST
 from ``--data mnist10k.npz``, 4 V x 4 widths, 5 epochs, the reference task's settings), and
@@ -53,10 +53,11 @@ from analogsim import TrainConfig, train
 
 NAME = "protonic_operating_point"
 CARD = "wo3-psg-onen2022"
-# Charge per step and gate capacitance behind the card's computed pulse energy (its
-# physical.pulse_energy source: Q = 3e-18 C, C_g = eps0 * 3.9 * (100 nm)^2 / 10 nm; both assumed).
-Q0_C = 3e-18
-GATE_CAPACITANCE_F = 3.45e-17
+# Proton charge per pulse and gate capacitance behind the card's energies at 10 V, 5 ns (Onen et al.,
+# Science 377, 539 (2022), main text: ~15 aJ of proton transfer and ~2.5 fJ of gate charging per pulse):
+# Q0 = 15 aJ / 10 V, C_g = 2.5 fJ / (10 V)^2 (derived).
+Q0_C = 15e-18 / 10.0
+GATE_CAPACITANCE_F = 2.5e-15 / 10.0**2
 GRIDS = {
     "tiny": ((9.0, 10.0), (5e-9,)),
     "quick": ((8.0, 9.0, 10.0), (5e-9, 10e-9)),
@@ -103,11 +104,15 @@ def operating_point_card(voltage_v: float, width_s: float, controller: str, fold
         )
     entries["physical", "pulse_voltage"] = (voltage_v, "V", why)
     entries["physical", "pulse_width"] = (width_s * 1e9, "ns", why)
-    entries["physical", "pulse_energy"] = (
-        energy_j,
+    entries["physical", "gate_charging_energy"] = (
+        GATE_CAPACITANCE_F * voltage_v**2,
         "J",
-        f"{why}: device_models.pulse_energy_j with Q = {Q0_C:g} C x step_size {mult:.4g} and C_g = {GATE_CAPACITANCE_F:g} F "
-        "(the assumed numbers behind the card's 3.48 fJ at 10 V)",
+        f"{why}: C_g V^2 with C_g = {GATE_CAPACITANCE_F:g} F (the card's 2.5 fJ at 10 V)",
+    )
+    entries["physical", "ion_transfer_energy"] = (
+        voltage_v * Q0_C * mult,
+        "J",
+        f"{why}: V Q with Q = {Q0_C:g} C x step_size {mult:.4g} (the card's 15 aJ at 10 V, 5 ns)",
     )
     for (section, field), (value, unit, source) in entries.items():
         doc.setdefault(section, {})[field] = {"value": value, "unit": unit, "provenance": "assumed", "source": source}
@@ -204,7 +209,7 @@ def run(args: argparse.Namespace) -> dict:
             "gate_capacitance_f": GATE_CAPACITANCE_F,
             "v0_v": float(device_models.field_voltage_v(card.model)),
             "width_exponent": float(card.model.width_exponent),
-            "source": f"card {CARD}, physical.pulse_energy (computed there from assumed Q and C_g, not measured)",
+            "source": f"card {CARD}: physical.gate_charging_energy 2.5 fJ and ion_transfer_energy 15 aJ at 10 V, 5 ns (Onen et al. 2022, main text), scaled by V^2 and V M",
         },
         "paper": {
             "source": "Onen et al., Science 377, 539 (2022)",

@@ -61,7 +61,8 @@ def test_builtin_cards_carry_aihwkit_defaults():
         assert (p.dw_min, p.dw_min_dtod, p.dw_min_std, p.up_down, p.up_down_dtod) == (0.001, 0.3, 0.3, 0.0, 0.01)
         assert (p.w_max, p.w_min, p.w_max_dtod, p.w_min_dtod) == (0.6, -0.6, 0.3, 0.3)
     assert all(
-        prov in ("measured", "fitted", "assumed") for prov, _ in load_card("wo3-psg-onen2022").provenance.values()
+        prov in ("measured", "fitted", "derived", "assumed")
+        for prov, _ in load_card("wo3-psg-onen2022").provenance.values()
     )
 
 

@@ -88,8 +88,10 @@ def test_energy_reprice_and_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(out) == {"wo3-psg-onen2022", "what-if soft-bounds"}
-    # soft-bounds has no conductance range: reads are priced at 1 uS instead of the card's 5.5 uS
-    assert out["what-if soft-bounds"]["by_kind"]["read"] < out["wo3-psg-onen2022"]["by_kind"]["read"]
+    # soft-bounds has no conductance range or read condition: its reads are priced at the periphery's
+    # 1 uS and 0.2 V instead of the card's 122.5 nS (middle of its window) and 0.1 V (Onen 2022, methods)
+    ratio = out["what-if soft-bounds"]["by_kind"]["read"] / out["wo3-psg-onen2022"]["by_kind"]["read"]
+    assert ratio == pytest.approx((0.2**2 * 1e-6) / (0.1**2 * 0.5 * (11.42e-9 + 233.6e-9)), rel=1e-9)
     assert out["what-if soft-bounds"]["by_kind"]["adc"] == out["wo3-psg-onen2022"]["by_kind"]["adc"]
     assert plot.stat().st_size > 10_000
     proc = run("energy", str(report), "--plot", str(plot))  # never overwritten without --force

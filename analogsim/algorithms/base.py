@@ -45,6 +45,9 @@ class RuleCounts(NamedTuple):
     # the probability that each cross-point of the read array received a pulse (None: unknown,
     # the devices whose state changed), for the write noise (AbstractAnalogLayer.settle)
     touched: jax.Array | None = None
+    # (out, in) pulses each device of the array written every step received (the expectation
+    # where the rung draws none): the endurance tally (AbstractAnalogLayer.wear)
+    wear: jax.Array | None = None
 
 
 def zero() -> jax.Array:

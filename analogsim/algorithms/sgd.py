@@ -26,4 +26,4 @@ class SGD(AbstractUpdateRule):
 
     def update(self, model, cp, w, state, x, d, lr, up, *, key):
         w, pulses = pulsed_update(model, cp, w, x, d, lr, up, key=key)
-        return w, state, counts_of(pulses.up, pulses.down)._replace(touched=pulses.touched)
+        return w, state, counts_of(pulses.up, pulses.down)._replace(touched=pulses.touched, wear=pulses.per_device)

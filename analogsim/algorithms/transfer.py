@@ -119,7 +119,11 @@ class Transfer(AbstractUpdateRule):
         return (
             w,
             state,
-            counts._replace(pulses_up=counts.pulses_up + pulses.up, pulses_down=counts.pulses_down + pulses.down),
+            counts._replace(
+                pulses_up=counts.pulses_up + pulses.up,
+                pulses_down=counts.pulses_down + pulses.down,
+                wear=pulses.per_device,  # the fast array, written every step
+            ),
         )
 
     def _read_columns(self, state, k, key):

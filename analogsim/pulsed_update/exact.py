@@ -5,6 +5,7 @@ path (every cross-point), large ones the sparse path (only the fired cells, in c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -174,8 +175,11 @@ def _exact_update(model, cp, w, x, d, lr, up, key):
     sx = jnp.sign(x).astype(jnp.int8)
     sd = jnp.sign(d).astype(jnp.int8)
     if w.size <= _DENSE_MAX:
-        return _exact_dense(model, cp, w, rows, cols, sx, sd, k_pulses)
-    return _exact_sparse(model, cp, w, rows, cols, sx, sd, k_pulses)
+        w, counts = _exact_dense(model, cp, w, rows, cols, sx, sd, k_pulses)
+    else:
+        w, counts = _exact_sparse(model, cp, w, rows, cols, sx, sd, k_pulses)
+    expected = q.T @ (p * bl[:, None].astype(p.dtype))  # the draw's expectation (dropped by jit if unused)
+    return w, dataclasses.replace(counts, per_device=expected)
 
 
 def _branch_key(key_data: jax.Array, impl, branch: int) -> jax.Array:

@@ -52,4 +52,6 @@ def _expected_update(model, cp, w, x, d, lr, up, key):
     new = jnp.clip(w + dw, cp.b_min, cp.b_max)
     new = jnp.where((n_up + n_down) > 0, new, w)
     touched = ((n_up + n_down) > 0).astype(w.dtype)
-    return new, PulseCounts(up=jnp.sum(n_up), down=jnp.sum(n_down), touched=touched)
+    return new, PulseCounts(
+        up=jnp.sum(n_up), down=jnp.sum(n_down), touched=touched, per_device=(n_up + n_down).astype(w.dtype)
+    )

@@ -54,5 +54,7 @@ def _gaussian_update(model, cp, w, x, d, lr, up, key):
     # to rounding, since total >= |signed| at every cross-point), without another pass over it
     sum_up, sum_down = _up_down(sum_total, sum_signed)
     touched = -jnp.expm1(-(mean_up + mean_down))  # P(at least one pulse), Poisson counts
-    counts = PulseCounts(up=_stochastic_round(k_up, sum_up), down=_stochastic_round(k_down, sum_down), touched=touched)
+    counts = PulseCounts(
+        up=_stochastic_round(k_up, sum_up), down=_stochastic_round(k_down, sum_down), touched=touched, per_device=total
+    )
     return new, counts

@@ -46,3 +46,6 @@ class PulseCounts:
     # (out, in) probability that each cross-point received at least one pulse (the ``expected``
     # rung: 0/1; ``gaussian``: 1 - exp(-mean count); ``exact``: None, its states tell)
     touched: jax.Array | None = None
+    # (out, in) expected pulses at each cross-point (``exact``: the expectation of its draw, from
+    # the pulse probabilities; unused values cost nothing under jit), for the endurance tally
+    per_device: jax.Array | None = None

@@ -25,6 +25,7 @@ from ..data import Dataset, load_dataset
 from ..layers import analog_layers
 from ..periphery_card import PeripheryCard, load_periphery_card
 from .config import TrainConfig, TrainingError, build_model, check_resume, config_dict
+from .endurance import endurance_report
 from .evaluation import evaluate
 from .report import baseline_report, ledger_prices, non_finite_where, training_flops_per_sample
 from .state import FlatState, TrainState, layer_name
@@ -410,6 +411,8 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
         "config": config_dict(config),
         # the rung each analog layer ran (``--update-mode auto`` resolves it per device)
         "update_modes": {layer_name(path): layer.update.mode for path, layer in analog_layers(run.model)},
+        # the busiest device against the card's endurance (None: the card gives none)
+        "endurance": endurance_report(run.model),
     }
     if config.energy_report is not None:
         path = Path(config.energy_report)

@@ -147,7 +147,8 @@ def _update_layers(m, specs, calls, reads_input, g_probes, mask, lr, ledger, k_u
                 key=jax.random.fold_in(k_update, i),
             )  # fmt: skip
             layer.settle(cp, w_old, w_new, rule_counts.touched, key=jax.random.fold_in(k_update, 10_000 + i))
-        rule_counts = rule_counts._replace(touched=None)
+            layer.tally_wear(rule_counts.wear)
+        rule_counts = rule_counts._replace(touched=None, wear=None)
         layer.rule_state.set_value(rule_state)
         with jax.named_scope("ledger"):
             tiles = tuple(len(t) for t in tile_grid(n_out, n_in, layer.forward_io))
