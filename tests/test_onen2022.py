@@ -4,14 +4,16 @@ condition and the energy parts in the ledger, and the endurance tally of a train
 import warnings
 from importlib import resources
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from analogsim import IOParameters
+from analogsim import IOParameters, UpdateParameters, pulsed_update
 from analogsim.energy import analog_prices
 from analogsim.periphery_card import load_periphery_card
 from analogsim.training import TrainConfig, train
-from device_models import CardError, load_card, parse_card, pulses_across
+from device_models import CardError, load_card, nominal_crosspoints, parse_card, pulses_across
 from device_models.card_physical import physical_summary
 
 TOML = resources.files("device_models").joinpath("cards", "wo3-psg-onen2022.toml").read_text()
@@ -134,3 +136,22 @@ def test_no_endurance_tally_without_a_card_figure():
     res = train(TrainConfig(device="soft-bounds", epochs=1, hidden=(8,)), progress=False)
     assert res["endurance"] is None
     np.testing.assert_array_less(0, res["energy_j"]["total"])
+
+
+@pytest.mark.parametrize("mode", ["exact", "expected", "gaussian"])
+def test_pulses_per_device_add_up_to_the_pulses_fired(mode):
+    """Every rung reports each device's pulses (``exact``: the expectation of its draw), and they
+    add up to the pulses the ledger counts."""
+    model = load_card("wo3-psg-onen2022").model
+    cp = nominal_crosspoints(model, (24, 32))
+    kx, kd = jax.random.split(jax.random.key(1))
+    x = jax.random.uniform(kx, (64, 32), minval=-1, maxval=1)
+    d = jax.random.normal(kd, (64, 24)) * 0.05
+    _, counts = pulsed_update(
+        model, cp, jnp.zeros((24, 32)), x, d, 0.1, UpdateParameters(mode=mode), key=jax.random.key(2)
+    )
+    fired, tallied = int(counts.up + counts.down), float(jnp.sum(counts.per_device))
+    assert counts.per_device.shape == (24, 32) and float(jnp.min(counts.per_device)) >= 0
+    assert fired > 2000
+    # exact: realised against expected (Poisson-like: 3 sd of 2000+ pulses is under 7%)
+    assert tallied == pytest.approx(fired, rel=1e-6 if mode == "expected" else 0.07)
