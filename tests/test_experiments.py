@@ -118,7 +118,7 @@ def test_asymmetry_and_algorithms(tmp_path):
 def test_device_zoo(tmp_path):
     r = _run("device_zoo", tmp_path / "zoo")
     assert [row["card"] for row in r["cards"]] == ["soft-bounds", "wo3-psg-onen2022", "pcm-nandakumar2020"]
-    assert r["config"]["update_mode"] == "gaussian"  # the trainer's default rung, recorded
+    assert r["config"]["update_mode"] == "auto"  # the trainer's default, recorded
     by_card = {row["card"]: row for row in r["cards"]}
     # the one-directional PCM card trains as a differential pair at a tenth of the learning rate
     assert by_card["pcm-nandakumar2020"]["algorithm"] == "sgd-pair"
