@@ -19,7 +19,7 @@ from .energy_report import ReportError
 from .fit_cli import add_fit_parser, run_fit
 from .periphery_card import PeripheryCardError, load_periphery_card
 from .response_cli import add_response_parser, run_response
-from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, train
+from .training import ALGORITHMS, ConfigError, TrainConfig, TrainingError, TrainingInterrupted, train
 from .training.endurance import endurance_line
 
 __all__ = ["main"]
@@ -134,6 +134,11 @@ def _add_train_parser(sub) -> None:
         "--checkpoint-dir", default=None, metavar="DIR", help="save the full training state after every epoch"
     )
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
+    t.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="resume a checkpoint written by other versions of analogsim, JAX or Flax",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -252,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as err:
         print(f"error: training stopped: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        print(str(err), file=sys.stderr)
+        return 130  # the shell's status for a run ended by SIGINT
+    except KeyboardInterrupt:  # before the training loop (loading, compiling) or a second Ctrl-C
+        print("interrupted; the last checkpoint written (if any) is intact", file=sys.stderr)
+        return 130
     if args.json:
         out = {k: v for k, v in result.items() if k != "energy_report"}
         print(json.dumps(out))

@@ -72,7 +72,7 @@ def evaluate_after(
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     model, card = build_model(config, data)
     graphdef, state, _ = make_train_step(model, optax.sgd(config.lr), config.lr)
-    state, _ = load_checkpoint(checkpoint_dir, state)
+    state, _ = load_checkpoint(checkpoint_dir, state, allow_version_mismatch=True)  # reads weights only
     if retention is None:
         retention = card.retention if card is not None else Retention()
     results = []

@@ -36,6 +36,7 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.errors import TraceContextError
 
@@ -198,8 +199,9 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         rngs: nnx.Rngs,
     ):
         name = type(self).__name__
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"{name}: sizes must be >= 1, got in={in_features}, out={out_features}")
+        for arg, size in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+                raise ValueError(f"{name}.{arg}: value {size!r} is not allowed; must be an integer >= 1")
         if not isinstance(algorithm, AbstractUpdateRule):
             raise TypeError(f"algorithm: expected an update rule, got {type(algorithm).__name__}")
         if reference not in REFERENCES:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .algorithms import SGD, AbstractUpdateRule
@@ -53,6 +54,11 @@ class MLP(nnx.Module):
         reference: str = "zero",
         rngs: nnx.Rngs,
     ):
+        sizes = tuple(sizes)
+        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1 for n in sizes):
+            raise ValueError(
+                f"MLP.sizes: value {sizes!r} is not allowed; must be two or more integers >= 1 (input, ..., output)"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: value {activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
         self.activation = activation

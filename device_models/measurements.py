@@ -30,9 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +101,27 @@ class Measurement:
     def segments(self) -> list[Segment]:
         """The device/cycle sweeps in order of first appearance, each with its rows."""
         n = self.n_rows
-        dev = self.device if self.device is not None else np.full(n, None, object)
-        cyc = self.cycle if self.cycle is not None else np.full(n, None, object)
-        groups: dict[tuple, list[int]] = {}
-        for i, key in enumerate(zip(dev.tolist(), cyc.tolist(), strict=True)):
-            groups.setdefault(key, []).append(i)
-        return [Segment(d, c, np.asarray(rows, np.int64)) for (d, c), rows in groups.items()]
+        # integer codes per label column, combined; then each code's rows (stable: file order),
+        # without a Python object per row (a file of 10 million rows stays in numpy arrays)
+        code = np.zeros(n, np.int64)
+        uniques = []
+        for labels in (self.device, self.cycle):
+            if labels is None:
+                uniques.append(np.array([None], object))
+                continue
+            u, inv = np.unique(labels, return_inverse=True)
+            uniques.append(u)
+            code = code * len(u) + inv
+        groups, first, inverse, counts = np.unique(code, return_index=True, return_inverse=True, return_counts=True)
+        rows = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+        n_cyc = len(uniques[1])
+        out = []
+        for g in np.argsort(first):  # in order of first appearance
+            d, c = divmod(int(groups[g]), n_cyc)
+            dev = None if self.device is None else str(uniques[0][d])
+            cyc = None if self.cycle is None else str(uniques[1][c])
+            out.append(Segment(dev, cyc, rows[g].astype(np.int64)))
+        return out
 
     def select_device(self, label: str) -> Measurement:
         """The rows of one device, as a measurement of its own."""
@@ -254,15 +271,17 @@ class _Layout:
 
 @dataclasses.dataclass
 class _Columns:
-    """The checked values of the rows read so far, one list per column, in file order."""
+    """The checked values of the rows read so far, one typed array per column, in file order
+    (8 bytes per number, 1 per polarity, a shared string per device or cycle label: about 17
+    bytes per row besides the labels, against about 80 in Python lists)."""
 
-    pulse_number: list[int] = dataclasses.field(default_factory=list)
-    polarity: list[int] = dataclasses.field(default_factory=list)
-    state: list[float] = dataclasses.field(default_factory=list)  # in the layout's unit
-    device: list[str] = dataclasses.field(default_factory=list)
+    pulse_number: array.array = dataclasses.field(default_factory=lambda: array.array("q"))
+    polarity: array.array = dataclasses.field(default_factory=lambda: array.array("b"))
+    state: array.array = dataclasses.field(default_factory=lambda: array.array("d"))  # in the layout's unit
+    device: list[str] = dataclasses.field(default_factory=list)  # interned: one object per label
     cycle: list[str] = dataclasses.field(default_factory=list)
-    voltage: list[float] = dataclasses.field(default_factory=list)  # volts
-    width: list[float] = dataclasses.field(default_factory=list)  # seconds
+    voltage: array.array = dataclasses.field(default_factory=lambda: array.array("d"))  # volts
+    width: array.array = dataclasses.field(default_factory=lambda: array.array("d"))  # seconds
     last_pulse: dict[tuple, tuple[int, int]] = dataclasses.field(
         default_factory=dict
     )  # (device, cycle) -> (pulse_number, row)
@@ -291,9 +310,9 @@ def _add_row(src: str, row: int, line: int, f: list[str], layout: _Layout, colum
     col = layout.col
     i_pn, i_pol, i_state = col["pulse_number"], col["polarity"], col[layout.state_col]
     pn = _number(src, "pulse_number", row, line, f[i_pn], "a positive integer")
-    if pn < 1 or pn != int(pn):
+    if pn < 1 or pn != int(pn) or pn > 2**53:  # (beyond 2**53 a float no longer holds every integer)
         raise MeasurementError(
-            f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be a positive integer (1, 2, ...)"
+            f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be a positive integer (1, 2, ...) up to 2**53"
         )
     pol = _number(src, "polarity", row, line, f[i_pol], "+1 or -1")
     if pol not in (1.0, -1.0):
@@ -324,10 +343,10 @@ def _add_optional(
     d = c = None
     if i_dev is not None:
         d = _label(src, "device", row, line, f[i_dev])
-        columns.device.append(d)
+        columns.device.append(sys.intern(d))
     if i_cyc is not None:
         c = _label(src, "cycle", row, line, f[i_cyc])
-        columns.cycle.append(c)
+        columns.cycle.append(sys.intern(c))
     if i_v is not None:
         columns.voltage.append(_number(src, "voltage_v", row, line, f[i_v], "a finite number of volts"))
     if i_w is not None:

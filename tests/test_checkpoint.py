@@ -30,6 +30,7 @@ def arrays(path):
         return {k: f[k] for k in f.files if k != "meta"}
 
 
+@pytest.mark.slow  # (tests/test_crash_safety.py resumes killed and interrupted runs in the default run)
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, small):
     full = train(cfg(tmp_path, "full"), progress=False, dataset=small)
     train(cfg(tmp_path, "split", epochs=1), progress=False, dataset=small)  # "interrupted" after epoch 1
@@ -50,8 +51,6 @@ def test_existing_checkpoint_is_not_overwritten_without_force(tmp_path, small):
     assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == before
     with pytest.raises(ConfigError, match="'lr'"):
         train(cfg(tmp_path, "run", epochs=2, lr=0.1, resume=True), progress=False, dataset=small)
-    with pytest.raises(ConfigError, match="nothing to continue"):
-        train(cfg(tmp_path, "other", resume=True), progress=False, dataset=small)
 
 
 def test_nan_keeps_the_last_good_checkpoint(tmp_path, small):

@@ -13,6 +13,7 @@ Modules, one concept each:
 """
 
 from .config import ALGORITHMS, ConfigError, TrainConfig, TrainingError, build_model
+from .epochs import StopOnInterrupt, TrainingInterrupted
 from .evaluation import evaluate, padded_batches
 from .logging import MetricsLogger
 from .loop import AUTO_MAX_STEPS_PER_CALL, RunResult, auto_steps_per_call, run_report, train, train_config, train_model
@@ -29,7 +30,9 @@ __all__ = [
     "RunResult",
     "TrainConfig",
     "TrainState",
+    "StopOnInterrupt",
     "TrainingError",
+    "TrainingInterrupted",
     "auto_steps_per_call",
     "baseline_report",
     "build_model",

@@ -67,6 +67,7 @@ class TrainConfig:
     grid_intensity: float | None = None  # kg CO2e per kWh; None: the periphery card's
     checkpoint_dir: str | None = None  # save the full state here after every epoch
     resume: bool = False  # continue from the checkpoint in checkpoint_dir
+    allow_version_mismatch: bool = False  # resume a checkpoint written by other package versions
     eval_batch_size: int = 500
     # training steps per compiled call (speed only; see train()); None: auto_steps_per_call
     steps_per_call: int | None = None
@@ -119,8 +120,6 @@ class TrainConfig:
             raise ConfigError("--resume needs --checkpoint-dir DIR (the directory of the run to continue)")
         if self.checkpoint_dir is not None:
             ckpt = Path(self.checkpoint_dir) / CHECKPOINT_FILE
-            if self.resume and not ckpt.is_file():
-                raise ConfigError(f"--resume: {ckpt} does not exist; nothing to continue")
             if not self.resume and ckpt.is_file() and not self.force:
                 raise ConfigError(
                     f"--checkpoint-dir: {ckpt} exists; pass --resume to continue that run or --force to start over"
@@ -139,6 +138,7 @@ _RESUMABLE = (
     "energy_report",
     "force",
     "resume",
+    "allow_version_mismatch",
     "checkpoint_dir",
     "eval_batch_size",
     "steps_per_call",

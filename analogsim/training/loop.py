@@ -4,11 +4,13 @@ model of a :class:`TrainConfig` (the ``analogsim train`` command) and trains it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import json
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,15 @@ import optax
 from flax import nnx
 
 from .. import energy
-from ..checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ..checkpoint import CHECKPOINT_FILE, checkpoint_lock, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ..data import Dataset, load_dataset
 from ..layers import analog_layers
 from ..periphery_card import PeripheryCard, load_periphery_card
-from .config import TrainConfig, TrainingError, build_model, check_resume, config_dict
+from .config import TrainConfig, build_model, check_resume, config_dict
 from .endurance import endurance_report
+from .epochs import StopOnInterrupt, TrainingInterrupted, compiled_steps, epoch_batches, run_epoch
 from .evaluation import evaluate
-from .report import baseline_report, ledger_prices, non_finite_where, training_flops_per_sample
+from .report import baseline_report, ledger_prices, training_flops_per_sample
 from .state import FlatState, TrainState, layer_name
 from .step import make_train_step
 
@@ -76,93 +79,6 @@ class RunResult:
     prices: dict[str, Any]  # joules per event, per ledger entry
 
 
-def _compiled_steps(plain_step, flat: FlatState, k_train: jax.Array):
-    """``run(raw, x_all, y_all, idx, mask, n, c0, first_step)``: ``n`` training steps in one
-    compiled call (a scan), each with the key folded in from its global step number."""
-
-    @functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
-    def run_steps(raw, x_all, y_all, idx_epoch, mask_epoch, n, c0, first_step):
-        state = flat.unpack(raw)
-        idx_k = jax.lax.dynamic_slice_in_dim(idx_epoch, c0, n)
-        mask_k = jax.lax.dynamic_slice_in_dim(mask_epoch, c0, n)
-
-        def body(state, inputs):
-            idx, mask, step_no = inputs
-            return plain_step(state, x_all, y_all, idx, mask, jax.random.fold_in(k_train, step_no))
-
-        if n == 1:  # one step: no scan (compiles as fast as the plain step)
-            state, metrics = body(state, (idx_k[0], mask_k[0], first_step))
-            return flat.pack(state), jax.tree.map(lambda a: a[None], metrics)
-        steps = first_step + jnp.arange(n)
-        state, metrics = jax.lax.scan(body, state, (idx_k, mask_k, steps))
-        return flat.pack(state), metrics
-
-    return run_steps
-
-
-def _epoch_batches(key: jax.Array, n: int, bs: int) -> tuple[jax.Array, jax.Array]:
-    """The epoch's batches as (steps, batch) index and mask arrays; the last batch is padded,
-    and padding rows carry no error and fire no pulse."""
-    n_steps = math.ceil(n / bs)
-    perm = np.asarray(jax.random.permutation(key, n))
-    idx_all = np.zeros(n_steps * bs, perm.dtype)
-    idx_all[:n] = perm
-    mask_all = np.zeros(n_steps * bs, np.float32)
-    mask_all[:n] = 1.0
-    return jnp.asarray(idx_all.reshape(n_steps, bs)), jnp.asarray(mask_all.reshape(n_steps, bs))
-
-
-class _Tally:
-    """Loss, accuracy and NaN check of the metrics that come back from compiled calls."""
-
-    def __init__(self, epoch: int, hint: str):
-        self.epoch, self.hint = epoch, hint
-        self.seen = self.correct = 0
-        self.loss_sum = 0.0
-
-    def add(self, first_step: int, m: dict[str, np.ndarray], flat: FlatState, raw) -> int:
-        bad = np.flatnonzero(~np.isfinite(m["loss"]))
-        if bad.size:
-            raise TrainingError(
-                f"epoch {self.epoch + 1}, step {first_step + int(bad[0]) + 1}: the loss is {m['loss'][bad[0]]}"
-                f"{non_finite_where(flat.unpack(raw))}; {self.hint}"
-            )
-        self.loss_sum += float(np.sum(m["loss"] * m["count"]))
-        self.correct += int(np.sum(m["correct"]))
-        self.seen += int(np.sum(m["count"]))
-        return m["loss"].shape[0]
-
-
-def _run_epoch(run_steps, flat, raw, data_dev, epoch, global_step, opts, prices, bar):
-    """One epoch of compiled calls; returns the packed state, the global step and the tally."""
-    x_all, y_all, idx_dev, mask_dev = data_dev
-    n_steps, spc = idx_dev.shape[0], opts["spc"]
-    tally = _Tally(epoch, opts["hint"])
-    last_postfix = time.perf_counter()
-    pending: list[tuple[int, dict[str, jax.Array]]] = []
-    for c0 in range(0, n_steps, spc):
-        c1 = min(c0 + spc, n_steps)
-        raw, metrics = run_steps(raw, x_all, y_all, idx_dev, mask_dev, c1 - c0, c0, global_step)
-        pending.append((global_step, metrics))
-        global_step += c1 - c0
-        # metrics come back (and the progress bar moves) about every 10 steps
-        if global_step - pending[0][0] >= 10 or c1 == n_steps:
-            bar.update(sum(tally.add(first, m, flat, raw) for first, m in jax.device_get(pending)))
-            pending = []
-            # the postfix (and pricing the ledger for it) at most twice a second
-            if opts["progress"] and (time.perf_counter() - last_postfix > 0.5 or c1 == n_steps):
-                last_postfix = time.perf_counter()
-                ledger = flat.unpack(raw).ledger
-                spent = energy.price_report(energy.host_counts(ledger), prices)["total_j"] if prices else 0.0
-                bar.set_postfix(
-                    loss=f"{tally.loss_sum / tally.seen:.3f}",
-                    acc=f"{tally.correct / tally.seen:.3f}",
-                    energy=f"{spent:.3g} J",
-                )
-    jax.block_until_ready(raw)
-    return raw, global_step, tally
-
-
 def _epoch_energy(report: dict, prev: dict, epoch: int) -> dict[str, Any]:
     return {
         "epoch": epoch + 1,
@@ -174,17 +90,23 @@ def _epoch_energy(report: dict, prev: dict, epoch: int) -> dict[str, Any]:
 def _loop(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], prices, history) -> RunResult:
     """The epochs of a run (``opts``: epochs, batch_size, seed, spc, progress, hint,
     eval_batch_size, checkpoint_dir, meta, callback); ``history`` continues a resumed run."""
+    with StopOnInterrupt() as stop:
+        return _epochs(graphdef, state, plain_step, data, opts, prices, history, stop)
+
+
+def _epochs(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], prices, history, stop) -> RunResult:
     from tqdm.auto import tqdm
 
     k_data, k_train = jax.random.split(jax.random.key(opts["seed"]))
     flat = FlatState(state)
-    run_steps = _compiled_steps(plain_step, flat, k_train)
+    run_steps = compiled_steps(plain_step, flat, k_train)
     n, bs = data.x_train.shape[0], opts["batch_size"]
     x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     h = history
-    prev_report = energy.price_report(energy.host_counts(state.ledger), prices)
+    # the ledger at the start of the epoch (an interrupted epoch saved it: its ledger has moved on)
+    prev_report = h["epoch_start"] or energy.price_report(energy.host_counts(state.ledger), prices)
     for epoch in range(h["epoch"], opts["epochs"]):
-        idx_dev, mask_dev = _epoch_batches(jax.random.fold_in(k_data, epoch), n, bs)
+        idx_dev, mask_dev = epoch_batches(jax.random.fold_in(k_data, epoch), n, bs)
         bar = tqdm(
             total=idx_dev.shape[0],
             desc=f"epoch {epoch + 1}/{opts['epochs']}",
@@ -193,7 +115,8 @@ def _loop(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pric
             unit="step",
         )
         t0 = time.perf_counter()
-        raw, h["global_step"], tally = _run_epoch(
+        resume_at = {"step_in_epoch": h["step_in_epoch"], "tally": h["tally"]} if h["step_in_epoch"] else None
+        raw, h["global_step"], tally, done = run_epoch(
             run_steps,
             flat,
             flat.pack(state),
@@ -203,10 +126,15 @@ def _loop(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pric
             opts,
             prices,
             bar,
+            resume_at,
+            stop,
         )
         state = flat.unpack(raw)
-        h["epoch_rate"].append(n / (time.perf_counter() - t0))
         bar.close()
+        if stop.requested and done < idx_dev.shape[0]:  # Ctrl-C: save where the epoch stopped
+            _interrupted(state, h, epoch, done, idx_dev.shape[0], tally, prev_report, opts)
+        h["epoch_rate"].append(n * (1 - h["step_in_epoch"] / idx_dev.shape[0]) / (time.perf_counter() - t0))
+        h["step_in_epoch"], h["tally"], h["epoch_start"] = 0, None, None
         acc, state, eval_counts = evaluate(graphdef, state, data.x_test, data.y_test, opts["eval_batch_size"])
         for layer, kinds in eval_counts.items():
             total = h["eval_counts"].setdefault(layer, dict.fromkeys(kinds, 0))
@@ -252,19 +180,39 @@ def _loop(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pric
     )
 
 
+def _interrupted(state, h, epoch, done, n_steps, tally, prev_report, opts) -> None:
+    """Save the state of an epoch stopped after step ``done`` and raise :class:`TrainingInterrupted`."""
+    where = f"epoch {epoch + 1}, step {done} of {n_steps}"
+    if opts["checkpoint_dir"] is None:
+        raise TrainingInterrupted(f"interrupted in {where}; nothing was saved (no --checkpoint-dir)")
+    h["step_in_epoch"], h["tally"] = done, tally.to_meta()
+    h["epoch_start"] = {"total_j": prev_report["total_j"], "by_kind": prev_report["by_kind"]}
+    save_checkpoint(opts["checkpoint_dir"], state, {**opts["meta"], **_history_meta(h)})
+    raise TrainingInterrupted(
+        f"interrupted in {where}; saved in {opts['checkpoint_dir']}: run the same command with --resume to continue"
+    )
+
+
+_HISTORY_KEYS = ("epoch", "global_step", "epoch_acc", "epoch_rate", "epoch_energy", "eval_counts")
+_PARTIAL_EPOCH_KEYS = ("step_in_epoch", "tally", "epoch_start")  # where an interrupted epoch stopped
+
+
 def _history_meta(h: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "epoch": h["epoch"],
-        "global_step": h["global_step"],
-        "epoch_acc": h["epoch_acc"],
-        "epoch_rate": h["epoch_rate"],
-        "epoch_energy": h["epoch_energy"],
-        "eval_counts": h["eval_counts"],
-    }
+    return {k: h[k] for k in _HISTORY_KEYS + _PARTIAL_EPOCH_KEYS}
 
 
 def _new_history() -> dict[str, Any]:
-    return {"epoch": 0, "global_step": 0, "epoch_acc": [], "epoch_rate": [], "epoch_energy": [], "eval_counts": {}}
+    return {
+        "epoch": 0,
+        "global_step": 0,
+        "epoch_acc": [],
+        "epoch_rate": [],
+        "epoch_energy": [],
+        "eval_counts": {},
+        "step_in_epoch": 0,
+        "tally": None,
+        "epoch_start": None,
+    }
 
 
 def train_model(
@@ -282,6 +230,7 @@ def train_model(
     periphery: PeripheryCard | str = "periphery-default",
     checkpoint_dir: str | None = None,
     resume: bool = False,
+    allow_version_mismatch: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
     _meta: dict[str, Any] | None = None,
@@ -303,7 +252,10 @@ def train_model(
       device_card: the card that prices every analog layer (name, path or
         :class:`~device_models.DeviceCard`); ``None``: no energy report for analog layers.
       periphery: the periphery card (DAC/ADC/digital prices).
-      checkpoint_dir: save the state there after every epoch; ``resume``: continue from it.
+      checkpoint_dir: save the state there after every epoch (and where Ctrl-C stops a run);
+        one run at a time per directory. ``resume``: continue from it (from the beginning,
+        with a warning, when it holds no complete checkpoint); ``allow_version_mismatch``:
+        resume a checkpoint written by other versions of analogsim, JAX or Flax.
       callback: called after every epoch with a dict of metrics (epoch, losses, accuracies,
         samples/s, energy); :class:`analogsim.training.MetricsLogger` writes them to a file.
       progress: show a progress bar on stderr.
@@ -313,6 +265,14 @@ def train_model(
     """
     from device_models import load_card
 
+    for name, value, least in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 1),
+        ("eval_batch_size", eval_batch_size, 1),
+    ):
+        _check_int(name, value, least)
+    if steps_per_call is not None:
+        _check_int("steps_per_call", steps_per_call, 1)
     if tx is None:
         tx = optax.sgd(lr)
     graphdef, state, plain_step = make_train_step(model, tx, lr, jit=False)
@@ -321,10 +281,6 @@ def train_model(
     prices = ledger_prices(
         nnx.merge(graphdef, state.params, state.analog, state.rest), card, periphery, list(state.ledger)
     )
-    history = _new_history()
-    if resume:
-        state, meta = load_checkpoint(checkpoint_dir, state)
-        history = {k: meta[k] for k in history}
     n_steps = math.ceil(data.x_train.shape[0] / batch_size)
     opts = {
         "epochs": epochs,
@@ -338,7 +294,23 @@ def train_model(
         "callback": callback,
         "hint": _hint or (f"lower the learning rate (now {lr})" if not callable(lr) else "lower the learning rate"),
     }
-    return _loop(graphdef, state, plain_step, data, opts, prices, history)
+    history = _new_history()
+    # one run per checkpoint directory, for the whole run (the OS drops the lock however it ends)
+    with checkpoint_lock(checkpoint_dir) if checkpoint_dir is not None else contextlib.nullcontext():
+        if resume and not (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file():
+            warnings.warn(
+                f"{checkpoint_dir}: no complete checkpoint to resume from; starting from the beginning", stacklevel=2
+            )
+            resume = False
+        if resume:
+            state, meta = load_checkpoint(checkpoint_dir, state, allow_version_mismatch=allow_version_mismatch)
+            history = {k: meta.get(k, history[k]) for k in history}  # (older checkpoints: no partial epoch)
+        return _loop(graphdef, state, plain_step, data, opts, prices, history)
+
+
+def _check_int(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise ValueError(f"train_model: {name}: value {value!r} is not allowed; must be an integer >= {least}")
 
 
 def train(config_or_model, data: Dataset | None = None, **kwargs):
@@ -374,6 +346,13 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
     config.validate()
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     model, card = build_model(config, data)
+    if config.resume and not (Path(config.checkpoint_dir) / CHECKPOINT_FILE).is_file():
+        # a run killed before its first checkpoint was complete: nothing to continue
+        print(
+            f"note: {config.checkpoint_dir}: no complete checkpoint to resume from; starting from the beginning",
+            file=sys.stderr,
+        )
+        config = dataclasses.replace(config, resume=False)
     if config.resume:
         check_resume(config, read_checkpoint_meta(config.checkpoint_dir))
     hint = f"lower --lr (now {config.lr})" + (
@@ -394,6 +373,7 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
         periphery=periphery,
         checkpoint_dir=config.checkpoint_dir,
         resume=config.resume,
+        allow_version_mismatch=config.allow_version_mismatch,
         progress=progress,
         _meta={"config": config_dict(config)},
         _hint=hint,

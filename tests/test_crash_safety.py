@@ -1,0 +1,222 @@
+"""Crash safety: a run killed at any moment (SIGKILL) or stopped with Ctrl-C (SIGINT) resumes to
+the same bits as a run never stopped; one run per checkpoint directory; a full disk or a checkpoint
+of other package versions stops with one line and loses nothing.
+
+The kill harness runs ``analogsim train`` in a subprocess on a small .npz dataset, kills it at a
+random moment (seeded: during compilation, a step, a checkpoint write or an evaluation), resumes
+with ``--resume`` until the run finishes, and compares the final checkpoint's arrays and the
+results with an uninterrupted run. Three kill times run by default, twenty more in the slow set.
+"""
+
+import dataclasses
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from analogsim import TrainConfig, load_dataset, train
+from analogsim.checkpoint import CheckpointError, checkpoint_lock, save_checkpoint
+
+ARGS = ["--epochs", "3", "--hidden", "12", "--batch-size", "16", "--lr", "0.3", "--device", "soft-bounds"]
+ARGS += ["--steps-per-call", "1", "--no-progress", "--json", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A small .npz (320 training images of the digits set: 20 steps per epoch)."""
+    ds = load_dataset("digits")
+    path = tmp_path_factory.mktemp("data") / "small.npz"
+    np.savez(path, x_train=ds.x_train[:320], y_train=ds.y_train[:320], x_test=ds.x_test, y_test=ds.y_test)
+    return path
+
+
+def _cmd(dataset, directory, *extra):
+    train_cmd = [sys.executable, "-m", "analogsim.cli", "train", "--dataset", str(dataset), *ARGS]
+    return [*train_cmd, "--checkpoint-dir", str(directory), *extra]
+
+
+def _arrays(directory):
+    with np.load(directory / "checkpoint.npz") as f:
+        return {k: f[k] for k in f.files if k != "meta"}
+
+
+def _result(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """The uninterrupted run: its results and its final checkpoint."""
+    d = tmp_path_factory.mktemp("reference") / "ck"
+    proc = subprocess.run(_cmd(dataset, d), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return _result(proc), _arrays(d)
+
+
+def _assert_same(reference, result, directory):
+    ref_result, ref_arrays = reference
+    assert result["epoch_test_accuracy"] == ref_result["epoch_test_accuracy"]
+    assert result["energy_j"] == ref_result["energy_j"]
+    got = _arrays(directory)
+    assert got.keys() == ref_arrays.keys()
+    for k in got:
+        np.testing.assert_array_equal(got[k], ref_arrays[k], err_msg=k)
+
+
+def _kill_and_resume(dataset, directory, delay_s: float, sig: int) -> tuple[dict, list[int]]:
+    """Start a run, send ``sig`` after ``delay_s``, then ``--resume`` until it finishes."""
+    codes = []
+    proc = subprocess.Popen(_cmd(dataset, directory), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay_s)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    codes.append(proc.returncode)
+    if proc.returncode == 0:  # finished before the signal
+        return json.loads(out.strip().splitlines()[-1]), codes
+    for _ in range(3):
+        done = subprocess.run(_cmd(dataset, directory, "--resume"), capture_output=True, text=True, timeout=300)
+        codes.append(done.returncode)
+        if done.returncode == 0:
+            return _result(done), codes
+    raise AssertionError(f"no resume finished: exit codes {codes}; last stderr: {done.stderr[-500:]}")
+
+
+def _delays(seed: int, n: int) -> list[float]:
+    # from before the first step (import, compile) to past the end of a ~10 s run
+    return list(np.random.default_rng(seed).uniform(2.0, 12.0, n))
+
+
+@pytest.mark.parametrize("delay", _delays(0, 3))
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(dataset, reference, tmp_path, delay):
+    result, codes = _kill_and_resume(dataset, tmp_path / "ck", delay, signal.SIGKILL)
+    assert codes[0] in (0, -signal.SIGKILL)
+    _assert_same(reference, result, tmp_path / "ck")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", _delays(1, 20))
+def test_sigkill_many_moments(dataset, reference, tmp_path, delay):
+    result, _ = _kill_and_resume(dataset, tmp_path / "ck", delay, signal.SIGKILL)
+    _assert_same(reference, result, tmp_path / "ck")
+
+
+def test_sigint_finishes_the_step_saves_and_says_how_to_resume(dataset, reference, tmp_path):
+    d = tmp_path / "ck"
+    proc = subprocess.Popen(_cmd(dataset, d), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait for the first epoch's checkpoint, then interrupt inside the second epoch
+    deadline = time.time() + 120
+    while not (d / "checkpoint.npz").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt landed")
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted in epoch ") and "--resume" in last and str(d) in last
+    meta = json.loads(str(np.load(d / "checkpoint.npz")["meta"]))
+    assert meta["step_in_epoch"] > 0 or meta["epoch"] >= 1
+    done = subprocess.run(_cmd(dataset, d, "--resume"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _assert_same(reference, _result(done), d)
+
+
+@pytest.mark.slow  # (the in-process test below checks the same in the default run)
+def test_resume_without_a_complete_checkpoint_starts_over(dataset, reference, tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / ".checkpoint.npz.tmp").write_bytes(b"half a checkpoint")  # a kill during the first write
+    proc = subprocess.run(_cmd(dataset, d, "--resume"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: {d}: no complete checkpoint to resume from; starting from the beginning" in proc.stderr
+    _assert_same(reference, _result(proc), d)
+
+
+def _small_config(tmp_path, **kw):
+    return TrainConfig(epochs=1, hidden=(8,), device="soft-bounds", checkpoint_dir=str(tmp_path / "ck"), **kw)
+
+
+def test_resume_without_a_checkpoint_says_so_and_starts_over(tmp_path, capsys):
+    (tmp_path / "ck").mkdir()
+    resumed = train(_small_config(tmp_path, resume=True), progress=False)
+    note = capsys.readouterr().err.strip().splitlines()
+    assert f"note: {tmp_path / 'ck'}: no complete checkpoint to resume from; starting from the beginning" in note
+    fresh = train(_small_config(tmp_path / "other"), progress=False)
+    assert resumed["epoch_test_accuracy"] == fresh["epoch_test_accuracy"]
+
+
+def test_a_second_run_on_a_directory_is_refused_and_a_killed_holder_frees_it(tmp_path):
+    d = tmp_path / "ck"
+    with checkpoint_lock(d):
+        with pytest.raises(CheckpointError, match=r"another run is writing this checkpoint directory \(pid \d+"):
+            train(_small_config(tmp_path), progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import time; from analogsim.checkpoint import checkpoint_lock\n"
+         f"with checkpoint_lock({str(d)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(CheckpointError, match=f"pid {holder.pid}"):
+        with checkpoint_lock(d):
+            pass
+    holder.kill()  # SIGKILL: the OS drops its lock
+    holder.wait(timeout=30)
+    with checkpoint_lock(d):
+        pass
+
+
+def test_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    cfg = _small_config(tmp_path)
+    train(cfg, progress=False)
+    ck = tmp_path / "ck" / "checkpoint.npz"
+    before = ck.read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("analogsim.checkpoint.np.savez", no_space)
+    with pytest.raises(CheckpointError) as err:
+        train(dataclasses.replace(cfg, epochs=2, resume=True), progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "the previous checkpoint is intact" in msg
+    assert ck.read_bytes() == before and not list(ck.parent.glob("*.tmp"))
+
+
+def test_a_checkpoint_of_other_versions_is_refused_unless_allowed(tmp_path):
+    cfg = _small_config(tmp_path)
+    train(cfg, progress=False)
+    path = tmp_path / "ck" / "checkpoint.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["versions"]["jax"] = "0.0.1"
+    state = [arrays[k] for k in sorted(arrays)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.savez(path, **{k: v for k, v in zip(sorted(arrays), state, strict=True)}, meta=np.array(json.dumps(meta)))
+    with pytest.raises(
+        CheckpointError, match=r"field 'versions\.jax': value '0\.0\.1' is not this jax .*--allow-version-mismatch"
+    ):
+        train(dataclasses.replace(cfg, epochs=2, resume=True), progress=False)
+    res = train(dataclasses.replace(cfg, epochs=2, resume=True, allow_version_mismatch=True), progress=False)
+    assert len(res["epoch_test_accuracy"]) == 2
+
+
+def test_save_checkpoint_names_the_file_when_the_directory_cannot_be_written(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        if os.access(d, os.W_OK):  # root ignores the mode
+            pytest.skip("running as root: a read-only directory is writable")
+        with pytest.raises(CheckpointError, match=f"{d}/checkpoint.npz: cannot be written"):
+            save_checkpoint(d, {"w": np.zeros(3)}, {})
+    finally:
+        d.chmod(0o700)
