@@ -13,6 +13,7 @@ import sys
 from device_models import BUILTIN_CARDS, CardError, load_card
 from device_models.card_physical import physical_summary
 
+from . import __version__
 from .checkpoint import CheckpointError
 from .data import DataError
 from .energy_report import ReportError
@@ -145,6 +146,7 @@ def _add_train_parser(sub) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="analogsim", description="Train neural networks on simulated analog crossbars.")
+    parser.add_argument("--version", action="version", version=f"analogsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train_parser(sub)
     sub.add_parser("devices", help="list the built-in device cards")

@@ -99,3 +99,13 @@ def test_energy_reprice_and_plot(tmp_path):
     report.write_text('{"total_j": 1}')
     proc = run("energy", str(report))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and str(report) in proc.stderr
+
+
+def test_version_is_the_installed_distributions():
+    from importlib import metadata
+
+    import analogsim
+
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"analogsim {metadata.version('analogsim')}" == f"analogsim {analogsim.__version__}"

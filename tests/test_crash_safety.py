@@ -220,3 +220,24 @@ def test_save_checkpoint_names_the_file_when_the_directory_cannot_be_written(tmp
             save_checkpoint(d, {"w": np.zeros(3)}, {})
     finally:
         d.chmod(0o700)
+
+
+@pytest.mark.parametrize("damage", ["truncate", pytest.param("foreign", marks=pytest.mark.slow)])
+def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(tmp_path, damage):
+    cfg = _small_config(tmp_path)
+    train(cfg, progress=False)
+    path = tmp_path / "ck" / "checkpoint.npz"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        other = dataclasses.replace(cfg, epochs=2, resume=True)
+        needle = "not a readable analogsim checkpoint"
+    else:  # a checkpoint of another network in the directory this config resumes
+        other_dir = tmp_path / "other"
+        train(dataclasses.replace(cfg, hidden=(5,), checkpoint_dir=str(other_dir)), progress=False)
+        path.write_bytes((other_dir / "checkpoint.npz").read_bytes())
+        other = dataclasses.replace(cfg, epochs=2, resume=True)
+        needle = "'hidden'"
+    before = path.read_bytes()
+    with pytest.raises((CheckpointError, ValueError), match=needle) as err:
+        train(other, progress=False)
+    assert "\n" not in str(err.value) and path.read_bytes() == before

@@ -216,3 +216,27 @@ def test_the_api_refuses_bad_arguments_where_they_enter(call, needle):
     with pytest.raises(ValueError, match=re.escape(needle)) as err:
         call()
     _one_line(err.value)
+
+
+TOKENS = st.sampled_from(
+    [
+        "--device", "soft-bounds", "nope.toml", "--algorithm", "ttv2", "magic", "--lr", "0.1", "-1", "nan", "abc",
+        "--batch-size", "0", "64", "--hidden", "8,8", "0", "x,1", "--update-mode", "exact", "warp",
+        "--dataset", "digits", "missing.npz", "--activation", "relu", "swish", "--reference", "half",
+        "--algo-opt", "transfer_every=0", "momentum", "--seed", "-3", "--json", "--force", "--resume", "", "--",
+    ]
+)  # fmt: skip
+
+
+@FUZZ
+@given(st.lists(TOKENS, max_size=8))
+def test_random_train_command_lines_end_in_one_error_line(capsys, tokens):
+    from analogsim.cli import main
+
+    try:  # --epochs 0 last: every line is refused before any training (argparse: last wins)
+        rc = main(["train", *tokens, "--epochs", "0"])
+    except SystemExit as exc:  # argparse: usage, then one error line
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err, err
+    assert "error:" in err[-1] and "Traceback" not in "\n".join(err)
