@@ -79,9 +79,16 @@ def checkpoint_lock(directory: str | Path) -> Iterator[None]:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fh = open(directory / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fh = open(directory / LOCK_FILE, "a+", encoding="utf-8")
+    except OSError as err:
+        raise CheckpointError(f"{directory / LOCK_FILE}: cannot be opened ({err.strerror or err})") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
     except BlockingIOError:
         fh.seek(0)
         holder = fh.read().strip() or "another process"
@@ -90,10 +97,9 @@ def checkpoint_lock(directory: str | Path) -> Iterator[None]:
             f"{directory}: another run is writing this checkpoint directory ({holder}); "
             "one run per directory (wait for it, or give another --checkpoint-dir)"
         ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    fh.flush()
+    except OSError as err:  # a file system without locks, a full disk
+        fh.close()
+        raise CheckpointError(f"{directory / LOCK_FILE}: cannot be locked ({err.strerror or err})") from None
     try:
         yield
     finally:
@@ -196,9 +202,17 @@ def load_checkpoint(
 
 
 def _check_versions(path: Path, meta: dict[str, Any], allowed: bool) -> None:
-    saved, now = meta.get("versions", {}), versions()
+    if allowed:
+        return
+    if "versions" not in meta:
+        raise CheckpointError(
+            f"{path}: field 'versions': missing (written before checkpoints recorded their package versions); "
+            "pass --allow-version-mismatch (allow_version_mismatch=True) to resume it anyway"
+        )
+    saved, now = meta["versions"], versions()
     for package, version in now.items():
-        if saved.get(package) != version and not allowed:
+        # "unknown" (a source tree that is not installed) matches nothing, not even itself
+        if saved.get(package) != version or version == "unknown":
             raise CheckpointError(
                 f"{path}: field 'versions.{package}': value {saved.get(package)!r} is not this {package} "
                 f"({version}); its numerics may differ: resume with the versions that wrote it, or pass "

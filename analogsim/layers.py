@@ -125,7 +125,14 @@ class Wear(nnx.Variable):
     """Pulses each device has received since the layer was made, (out, in) float32, for a card
     that gives an endurance (``physical.endurance``); else a scalar 0 and nothing is tallied.
     Counts the array the update rule writes every step (SGD: the weights; transfer rules: the
-    fast array; pairs: each device of the pair), the expectation where the rung draws none."""
+    fast array; mixed precision: the weights; device pairs: both devices of a pair together,
+    an upper bound for each), the expectation where the rung draws none. Whole pulses are kept
+    as int32 and the fraction apart (:class:`WearFraction`), so fractional expectations keep
+    adding up where a float32 total would stall (0.003 per update sticks at 65,536)."""
+
+
+class WearFraction(nnx.Variable):
+    """The fractional part of :class:`Wear` (float32, in [0, 1))."""
 
 
 class OutputScale(nnx.Variable):
@@ -251,7 +258,9 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         self.rngs = nnx.Rngs(read=k_read)
         self.out_scale = OutputScale(jnp.asarray(scale, jnp.float32))
         self.write_noise = WriteNoise(noise)
-        self.wear = Wear(jnp.zeros((out_features, in_features) if self.endurance else (), jnp.float32))
+        wear_shape = (out_features, in_features) if self.endurance else ()
+        self.wear = Wear(jnp.zeros(wear_shape, jnp.int32))
+        self.wear_fraction = WearFraction(jnp.zeros(wear_shape, jnp.float32))
         # A key of its own (folded from the device key) keeps the SGD layer's draws unchanged.
         self.rule_state = RuleState(algorithm.init(model, w0 + ref, key=jax.random.fold_in(k_dev, 1)))
 
@@ -369,7 +378,10 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
     def tally_wear(self, per_device: jax.Array | None) -> None:
         """Add an update's pulses per device to :class:`Wear` (only for a card with an endurance)."""
         if self.endurance is not None and per_device is not None:
-            self.wear.set_value(self.wear.get_value() + per_device.astype(jnp.float32))
+            total = self.wear_fraction.get_value() + per_device.astype(jnp.float32)
+            whole = jnp.floor(total)
+            self.wear.set_value(self.wear.get_value() + whole.astype(jnp.int32))
+            self.wear_fraction.set_value(total - whole)
 
     @abc.abstractmethod
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

@@ -23,17 +23,20 @@ import pytest
 
 from analogsim import TrainConfig, load_dataset, train
 from analogsim.checkpoint import CheckpointError, checkpoint_lock, save_checkpoint
+from analogsim.training import ConfigError
 
-ARGS = ["--epochs", "3", "--hidden", "12", "--batch-size", "16", "--lr", "0.3", "--device", "soft-bounds"]
+# 3 epochs of 320 steps (batch 2, one step per call): a few seconds of training after the
+# compilation, so that kills land in steps, checkpoint writes and evaluations, not only in startup
+ARGS = ["--epochs", "3", "--hidden", "12", "--batch-size", "2", "--lr", "0.1", "--device", "soft-bounds"]
 ARGS += ["--steps-per-call", "1", "--no-progress", "--json", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """A small .npz (320 training images of the digits set: 20 steps per epoch)."""
+    """A small .npz (640 training images of the digits set)."""
     ds = load_dataset("digits")
     path = tmp_path_factory.mktemp("data") / "small.npz"
-    np.savez(path, x_train=ds.x_train[:320], y_train=ds.y_train[:320], x_test=ds.x_test, y_test=ds.y_test)
+    np.savez(path, x_train=ds.x_train[:640], y_train=ds.y_train[:640], x_test=ds.x_test, y_test=ds.y_test)
     return path
 
 
@@ -51,17 +54,31 @@ def _result(proc) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _wait_for(path, proc, limit_s=300.0) -> bool:
+    """Wait until ``path`` exists (True) or ``proc`` ends (False)."""
+    deadline = time.time() + limit_s
+    while not path.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 @pytest.fixture(scope="module")
 def reference(dataset, tmp_path_factory):
-    """The uninterrupted run: its results and its final checkpoint."""
+    """The uninterrupted run: its results, its final checkpoint, and how long it trained after
+    its first checkpoint (the window the kills aim at)."""
     d = tmp_path_factory.mktemp("reference") / "ck"
-    proc = subprocess.run(_cmd(dataset, d), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return _result(proc), _arrays(d)
+    proc = subprocess.Popen(_cmd(dataset, d), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(d / "checkpoint.npz", proc)
+    t_first = time.time()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1]), _arrays(d), time.time() - t_first
 
 
 def _assert_same(reference, result, directory):
-    ref_result, ref_arrays = reference
+    ref_result, ref_arrays, _ = reference
     assert result["epoch_test_accuracy"] == ref_result["epoch_test_accuracy"]
     assert result["energy_j"] == ref_result["energy_j"]
     got = _arrays(directory)
@@ -70,13 +87,21 @@ def _assert_same(reference, result, directory):
         np.testing.assert_array_equal(got[k], ref_arrays[k], err_msg=k)
 
 
-def _kill_and_resume(dataset, directory, delay_s: float, sig: int) -> tuple[dict, list[int]]:
-    """Start a run, send ``sig`` after ``delay_s``, then ``--resume`` until it finishes."""
+def _kill_and_resume(dataset, directory, phase: str, fraction: float, window_s: float) -> tuple[dict, list[int]]:
+    """Start a run, SIGKILL it, then ``--resume`` until it finishes.
+
+    ``phase`` "startup": ``fraction`` x 6 s after the start (import, card and data loading,
+    compilation); "training": ``fraction`` x ``window_s`` after the first checkpoint appears
+    (steps, checkpoint writes, evaluations of epochs 2 and 3)."""
     codes = []
     proc = subprocess.Popen(_cmd(dataset, directory), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay_s)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=300)
+    if phase == "startup":
+        time.sleep(fraction * 6.0)
+    else:
+        _wait_for(directory / "checkpoint.npz", proc)
+        time.sleep(fraction * window_s)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
     codes.append(proc.returncode)
     if proc.returncode == 0:  # finished before the signal
         return json.loads(out.strip().splitlines()[-1]), codes
@@ -88,22 +113,23 @@ def _kill_and_resume(dataset, directory, delay_s: float, sig: int) -> tuple[dict
     raise AssertionError(f"no resume finished: exit codes {codes}; last stderr: {done.stderr[-500:]}")
 
 
-def _delays(seed: int, n: int) -> list[float]:
-    # from before the first step (import, compile) to past the end of a ~10 s run
-    return list(np.random.default_rng(seed).uniform(2.0, 12.0, n))
+def _moments(seed: int, n: int, phases=("startup", "training", "training")) -> list[tuple[str, float]]:
+    rng = np.random.default_rng(seed)
+    return [(phases[i % len(phases)], float(rng.uniform(0.0, 1.0))) for i in range(n)]
 
 
-@pytest.mark.parametrize("delay", _delays(0, 3))
-def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(dataset, reference, tmp_path, delay):
-    result, codes = _kill_and_resume(dataset, tmp_path / "ck", delay, signal.SIGKILL)
+@pytest.mark.parametrize(("phase", "fraction"), _moments(0, 3))
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(dataset, reference, tmp_path, phase, fraction):
+    result, codes = _kill_and_resume(dataset, tmp_path / "ck", phase, fraction, reference[2])
     assert codes[0] in (0, -signal.SIGKILL)
     _assert_same(reference, result, tmp_path / "ck")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", _delays(1, 20))
-def test_sigkill_many_moments(dataset, reference, tmp_path, delay):
-    result, _ = _kill_and_resume(dataset, tmp_path / "ck", delay, signal.SIGKILL)
+@pytest.mark.parametrize(("phase", "fraction"), _moments(1, 20))
+def test_sigkill_many_moments(dataset, reference, tmp_path, phase, fraction):
+    result, codes = _kill_and_resume(dataset, tmp_path / "ck", phase, fraction, reference[2])
+    assert codes[0] in (0, -signal.SIGKILL)
     _assert_same(reference, result, tmp_path / "ck")
 
 
@@ -111,18 +137,14 @@ def test_sigint_finishes_the_step_saves_and_says_how_to_resume(dataset, referenc
     d = tmp_path / "ck"
     proc = subprocess.Popen(_cmd(dataset, d), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait for the first epoch's checkpoint, then interrupt inside the second epoch
-    deadline = time.time() + 120
-    while not (d / "checkpoint.npz").is_file() and time.time() < deadline:
-        time.sleep(0.05)
+    assert _wait_for(d / "checkpoint.npz", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the interrupt landed")
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, err  # (epochs 2 and 3 take seconds: the interrupt lands inside them)
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted in epoch ") and "--resume" in last and str(d) in last
     meta = json.loads(str(np.load(d / "checkpoint.npz")["meta"]))
-    assert meta["step_in_epoch"] > 0 or meta["epoch"] >= 1
+    assert meta["epoch"] >= 1 and meta["step_in_epoch"] > 0  # stopped inside an epoch
     done = subprocess.run(_cmd(dataset, d, "--resume"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     _assert_same(reference, _result(done), d)
@@ -140,7 +162,8 @@ def test_resume_without_a_complete_checkpoint_starts_over(dataset, reference, tm
 
 
 def _small_config(tmp_path, **kw):
-    return TrainConfig(epochs=1, hidden=(8,), device="soft-bounds", checkpoint_dir=str(tmp_path / "ck"), **kw)
+    base = dict(epochs=1, hidden=(8,), device="soft-bounds", checkpoint_dir=str(tmp_path / "ck"))
+    return TrainConfig(**{**base, **kw})
 
 
 def test_resume_without_a_checkpoint_says_so_and_starts_over(tmp_path, capsys):
@@ -241,3 +264,54 @@ def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(tmp_path, damag
     with pytest.raises((CheckpointError, ValueError), match=needle) as err:
         train(other, progress=False)
     assert "\n" not in str(err.value) and path.read_bytes() == before
+
+
+class _StopAfter:
+    """Stands in for the SIGINT flag: ``requested`` turns true at its ``n``-th reading (no signal
+    is sent: pytest's own handler stays in place)."""
+
+    def __init__(self, n):
+        self.n, self.reads = n, 0
+
+    @property
+    def requested(self):
+        self.reads += 1
+        return self.reads >= self.n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_an_interrupt_in_an_epochs_last_call_stops_at_the_epoch_boundary(tmp_path, monkeypatch):
+    from analogsim.training import TrainingInterrupted
+
+    cfg = _small_config(tmp_path, epochs=3)  # one call per epoch (23 steps, auto steps per call)
+    monkeypatch.setattr("analogsim.training.loop.StopOnInterrupt", lambda: _StopAfter(1))
+    with pytest.raises(TrainingInterrupted, match=r"interrupted after epoch 1; saved in .*--resume"):
+        train(cfg, progress=False)
+    meta = json.loads(str(np.load(tmp_path / "ck" / "checkpoint.npz")["meta"]))
+    assert (meta["epoch"], meta["step_in_epoch"]) == (1, 0)
+
+
+@pytest.mark.slow  # (the SIGINT test resumes inside an epoch in the default run)
+def test_a_run_stopped_inside_an_epoch_resumes_only_to_finish_it(tmp_path, monkeypatch):
+    from analogsim.training import TrainingInterrupted
+
+    cfg = _small_config(tmp_path, epochs=3, steps_per_call=1)
+    monkeypatch.setattr("analogsim.training.loop.StopOnInterrupt", lambda: _StopAfter(60))  # inside epoch 2
+    with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2, step \d+ of 23"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    meta = json.loads(str(np.load(tmp_path / "ck" / "checkpoint.npz")["meta"]))
+    assert meta["epoch"] == 1 and 0 < meta["step_in_epoch"] < 23
+    with pytest.raises(ConfigError, match="--epochs: value 1 .* inside epoch 2: must be >= 2"):
+        train(dataclasses.replace(cfg, epochs=1, resume=True), progress=False)
+    with pytest.raises(ConfigError, match="--steps-per-call: value 2"):
+        train(dataclasses.replace(cfg, steps_per_call=2, resume=True), progress=False)
+    resumed = train(dataclasses.replace(cfg, resume=True), progress=False)
+    fresh = train(dataclasses.replace(cfg, checkpoint_dir=str(tmp_path / "fresh")), progress=False)
+    assert resumed["epoch_test_accuracy"] == fresh["epoch_test_accuracy"]
+    assert resumed["energy_j"] == fresh["energy_j"]

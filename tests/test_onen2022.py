@@ -155,3 +155,20 @@ def test_pulses_per_device_add_up_to_the_pulses_fired(mode):
     assert fired > 2000
     # exact: realised against expected (Poisson-like: 3 sd of 2000+ pulses is under 7%)
     assert tallied == pytest.approx(fired, rel=1e-6 if mode == "expected" else 0.07)
+
+
+def test_wear_keeps_whole_pulses_apart_from_the_fraction():
+    """Fractional expectations add up exactly: whole pulses in int32, the rest in [0, 1)."""
+    from flax import nnx
+
+    from analogsim import AnalogLinear
+
+    layer = AnalogLinear(3, 2, device="wo3-psg-onen2022", rngs=nnx.Rngs(0))
+    for _ in range(400):
+        layer.tally_wear(jnp.full((2, 3), 0.375))
+    assert layer.wear.get_value().dtype == jnp.int32
+    np.testing.assert_array_equal(layer.wear.get_value(), 150)
+    np.testing.assert_array_equal(layer.wear_fraction.get_value(), 0.0)
+    plain = AnalogLinear(3, 2, device="soft-bounds", rngs=nnx.Rngs(0))  # no endurance: nothing kept
+    plain.tally_wear(jnp.ones((2, 3)))
+    assert plain.wear.get_value().shape == ()

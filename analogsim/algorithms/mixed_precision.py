@@ -48,11 +48,11 @@ class MixedPrecision(AbstractUpdateRule):
             w, chi = args
             n = jnp.clip(jnp.trunc(chi / threshold), -self.max_pulses, self.max_pulses).astype(jnp.int32)
             w, counts = apply_counts(model, cp, w, n, key=key, mode=up.mode)
-            return w, chi - n.astype(chi.dtype) * threshold, counts
+            return w, chi - n.astype(chi.dtype) * threshold, counts._replace(wear=jnp.abs(n).astype(w.dtype))
 
         def skip(args):
             w, chi = args
-            return w, chi, counts_of()
+            return w, chi, counts_of()._replace(wear=jnp.zeros_like(w))
 
         w, chi, counts = jax.lax.cond(state.step % self.transfer_every == 0, transfer, skip, (w, chi))
         ops = rows * n_in * n_out + 2 * n_in * n_out  # outer product, then threshold and subtract

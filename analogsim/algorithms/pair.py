@@ -74,7 +74,7 @@ class DifferentialPair(AbstractUpdateRule):
             refreshed.pulses_down,
             refreshed.transfer_reads,
             refreshed.digital_ops,
-        )._replace(wear=p_plus.per_device)  # both devices of a pair get the same pulse trains
+        )._replace(wear=p_plus.per_device)  # per pair: G+ takes the up share, G- the rest (an upper bound for each)
         return plus, state._replace(minus=minus), counts
 
     def _refresh(self, model, cp_plus, cp_minus, plus, minus, mode, key):

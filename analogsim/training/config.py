@@ -158,6 +158,16 @@ def check_resume(config: TrainConfig, meta: dict[str, Any]) -> None:
                 f"--resume: setting {field!r} is {value!r} but the checkpointed run used {saved.get(field)!r}; "
                 "a resumed run must keep every setting but --epochs"
             )
+    if meta.get("step_in_epoch") and saved.get("steps_per_call") != now["steps_per_call"]:
+        raise ConfigError(
+            f"--steps-per-call: value {now['steps_per_call']!r} is not allowed; the checkpoint stopped inside an epoch "
+            f"with {saved.get('steps_per_call')!r}, and a resumed epoch keeps its calls to stay bit-identical"
+        )
+    if meta.get("step_in_epoch") and config.epochs <= meta["epoch"]:
+        raise ConfigError(
+            f"--epochs: value {config.epochs} is not allowed; the checkpoint stopped inside epoch {meta['epoch'] + 1}: "
+            f"must be >= {meta['epoch'] + 1}"
+        )
     if meta["epoch"] > config.epochs:
         raise ConfigError(
             f"--epochs: value {config.epochs} is not allowed; the checkpoint already has {meta['epoch']} epochs"

@@ -5,7 +5,9 @@ Each analog layer whose card gives an endurance tallies the pulses of every devi
 (:class:`~analogsim.layers.Wear`: the array the update rule writes every step, the expectation
 where the rung draws no counts). Transfer writes into the slow array and the refresh pulses of
 device pairs are not in the tally (at most one pulse per device and transfer for buffered
-transfers); the tally is a lower bound for the busiest device of those rules.
+transfers), and a device pair's two devices are counted together (G+ takes the up pulses, G-
+the down ones), so the tally is a lower bound for transfer rules and an upper bound (within 2x)
+for each device of a pair.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def endurance_report(model: nnx.Module) -> dict[str, Any] | None:
     for path, layer in analog_layers(model):
         if layer.endurance is None:
             continue
-        wear = np.asarray(layer.wear.get_value(), np.float64)
+        wear = np.asarray(layer.wear.get_value(), np.float64) + np.asarray(layer.wear_fraction.get_value(), np.float64)
         top = float(wear.max())
         layers[layer_name(path)] = {
             "max_pulses": top,

@@ -27,8 +27,9 @@ from .state import FlatState
 __all__ = ["StopOnInterrupt", "TrainingInterrupted"]
 
 
-class TrainingInterrupted(Exception):
-    """A run stopped by Ctrl-C; the message says where and how to resume."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C; the message says where and how to resume (a KeyboardInterrupt,
+    so that a caller's ``except Exception`` does not swallow it)."""
 
 
 class StopOnInterrupt:
@@ -37,6 +38,7 @@ class StopOnInterrupt:
 
     def __init__(self):
         self.requested = False
+        self._installed = False
         self._previous = None
 
     def _handle(self, signum, frame):
@@ -46,13 +48,18 @@ class StopOnInterrupt:
         print("\ninterrupt: finishing the step in flight (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        # (main thread only; a process told to ignore SIGINT keeps ignoring it)
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:  # (the previous handler may be None: one installed from C)
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
 
 
 def compiled_steps(plain_step, flat: FlatState, k_train: jax.Array):

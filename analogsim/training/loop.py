@@ -163,6 +163,12 @@ def _epochs(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pr
                 f"{metrics['train_accuracy']:.4f}, test acc {acc:.4f}, {h['epoch_rate'][-1]:,.0f} samples/s, "
                 f"energy {report['total_j']:.4g} J"
             )
+        if stop.requested and epoch + 1 < opts["epochs"]:  # Ctrl-C in the epoch's last call or its evaluation
+            saved = f"saved in {opts['checkpoint_dir']}" if opts["checkpoint_dir"] is not None else "nothing was saved"
+            raise TrainingInterrupted(
+                f"interrupted after epoch {epoch + 1}; {saved}"
+                + ("" if opts["checkpoint_dir"] is None else ": run the same command with --resume to continue")
+            )
     model = nnx.merge(
         graphdef,
         *jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, (state.params, state.analog, state.rest)),
@@ -305,6 +311,11 @@ def train_model(
         if resume:
             state, meta = load_checkpoint(checkpoint_dir, state, allow_version_mismatch=allow_version_mismatch)
             history = {k: meta.get(k, history[k]) for k in history}  # (older checkpoints: no partial epoch)
+            if history["step_in_epoch"] and epochs <= history["epoch"]:
+                raise ValueError(
+                    f"train_model: epochs: value {epochs} is not allowed; the checkpoint in {checkpoint_dir} stopped "
+                    f"inside epoch {history['epoch'] + 1}: must be >= {history['epoch'] + 1}"
+                )
         return _loop(graphdef, state, plain_step, data, opts, prices, history)
 
 
