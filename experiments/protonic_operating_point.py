@@ -165,7 +165,9 @@ def run(args: argparse.Namespace) -> dict:
         for v in voltages:
             for t in widths:
                 path, figures = operating_point_card(v, t, args.controller, Path(tmp))
-                cfg = TrainConfig(device=str(path), epochs=epochs, hidden=hidden, lr=lr, seed=args.seed)
+                cfg = TrainConfig(
+                    device=str(path), epochs=epochs, hidden=hidden, lr=lr, seed=args.seed, update_mode=args.update_mode
+                )
                 res = train(cfg, progress=False, dataset=data)
                 report = res["energy_report"]
                 per_epoch = report["per_epoch"]
@@ -202,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
         "dataset": data.name,
         "card": CARD,
         "controller": args.controller,
-        "config": config_record(epochs, hidden, lr, TrainConfig().update_mode, seed=args.seed),
+        "config": config_record(epochs, hidden, lr, args.update_mode, seed=args.seed),
         "energy_model": {
             "pulse_energy": "E = V * Q0 * M(V, t) + C_g * V^2 (device_models.pulse_energy_j, no leakage)",
             "q0_c": Q0_C,
@@ -276,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widths-ns", default=None, help="comma-separated pulse widths (ns), overriding the mode's grid")
     ap.add_argument("--controller", choices=("operating", "card"), default="operating", help="see the module docstring")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--update-mode",
+        default="exact",
+        choices=("exact", "auto", "gaussian", "expected"),
+        help="rung of every point (default exact: auto would choose per point, gaussian for fine steps and "
+        "exact for coarse ones, and the two differ by up to a point)",
+    )
     return write_results(NAME, ap.parse_args(argv), run, plot, _summary)
 
 
