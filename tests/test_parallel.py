@@ -82,6 +82,7 @@ def test_vmapped_draws_equal_unbatched_draws_with_the_same_keys():
     assert not np.array_equal(a[0], a[1])  # different keys, different numbers
 
 
+@pytest.mark.slow  # (about 25 s; the sweep and sharding equivalences, run with -m slow)
 def test_seed_sweep_equals_separate_runs(data):
     """N=3 seeds trained in one vmapped program equal three runs of the unvmapped step with the
     same keys: shared batches, then one batch order per variant; metrics and evaluation too."""
@@ -257,6 +258,7 @@ DATA_PARALLEL = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # (about 25 s; the sweep and sharding equivalences, run with -m slow)
 def test_data_parallel_step_equals_single_device_step():
     """Two host devices (a fresh process: this one initialised JAX with one): 5 steps of the
     data-parallel step give the single-device state. Observed (JAX 0.10.2, CPU): float leaves
