@@ -28,6 +28,18 @@ def parser(name: str, doc: str, quick_help: str, tiny_help: str) -> argparse.Arg
     return ap
 
 
+def add_update_mode(ap: argparse.ArgumentParser) -> None:
+    """``--update-mode``, ``exact`` by default: one rung for every point of a sweep (``auto`` picks
+    per card, ``gaussian`` for fine steps and ``exact`` for coarse ones, and the two differ by up
+    to a point on RT-MNIST, which would confound the comparison)."""
+    ap.add_argument(
+        "--update-mode",
+        default="exact",
+        choices=("exact", "auto", "gaussian", "expected"),
+        help="rung of every training run (default %(default)s: the same rung for every point)",
+    )
+
+
 def mode_of(args: argparse.Namespace) -> str:
     return "tiny" if args.tiny else "quick" if args.quick else "full"
 

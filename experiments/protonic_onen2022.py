@@ -52,7 +52,7 @@ from scipy.optimize import curve_fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import add_update_mode, config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 from onen2022_report import plot, readme_table  # noqa: E402
 
 import device_models
@@ -108,20 +108,15 @@ def calibrate_steps(nu: float, n: int = 1000) -> float:
     return 0.5 * (smallest(n) + smallest(n - 1))
 
 
-def conductance(card, w):
-    g_lo, g_hi = card.physical["g_min_s"], card.physical["g_max_s"]
-    p = card.model.pulsed
-    return g_lo + (np.asarray(w) - p.w_min) / (p.w_max - p.w_min) * (g_hi - g_lo)
-
-
 def fig2a(card, devices: int, key) -> dict:
     """The 1000-up / 1000-down train: nominal device and a population (mean over devices)."""
     nominal = device_models.expected_response(card.model, [+1000, -1000])
     pop = device_models.simulate_response(card.model, [+1000, -1000], devices=devices, key=key)
-    g_nom, g_pop = conductance(card, nominal), conductance(card, pop.state_mean)
+    g_nom, g_pop = (np.asarray(device_models.conductance_s(card, w), np.float64) for w in (nominal, pop.state_mean))
     g0 = card.physical["g_min_s"]
     out = {"pulse": list(range(1, 2001)), "g_nominal_s": g_nom.tolist(), "g_mean_s": g_pop.tolist()}
-    out["g_std_s"] = (pop.state_std / 2 * (card.physical["g_max_s"] - g0)).tolist()
+    siemens_per_weight = (card.physical["g_max_s"] - g0) / (card.model.pulsed.w_max - card.model.pulsed.w_min)
+    out["g_std_s"] = (pop.state_std * siemens_per_weight).tolist()
     for tag, g in (("nominal", g_nom), ("population", g_pop)):
         out[tag] = {
             "r_turn_ohm": 1 / g[999],
@@ -338,21 +333,11 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def summary(result: dict) -> str:
-    return readme_table(result)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = parser(NAME, __doc__, "digits, 3 epochs, 500 devices (about 2 minutes)", "digits, 1 epoch, 64 devices")
     ap.add_argument("--data", help="mnist10k.npz for the full run (RT-MNIST)")
     ap.add_argument("--seed", type=int, default=0, help="key of the device populations")
-    ap.add_argument(
-        "--update-mode",
-        default="exact",
-        choices=("exact", "auto", "gaussian", "expected"),
-        help="rung of every training run (default exact: the same rung for every card variant; "
-        "auto would pick gaussian for some variants and exact for others)",
-    )
+    add_update_mode(ap)
     args = ap.parse_args(argv)
 
     def write_all(res: dict, png: Path) -> None:

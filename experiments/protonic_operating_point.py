@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
+from _common import add_update_mode, config_record, dataset_for, mode_of, parser, write_results  # noqa: E402
 
 import device_models
 from analogsim import TrainConfig, train
@@ -278,13 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widths-ns", default=None, help="comma-separated pulse widths (ns), overriding the mode's grid")
     ap.add_argument("--controller", choices=("operating", "card"), default="operating", help="see the module docstring")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--update-mode",
-        default="exact",
-        choices=("exact", "auto", "gaussian", "expected"),
-        help="rung of every point (default exact: auto would choose per point, gaussian for fine steps and "
-        "exact for coarse ones, and the two differ by up to a point)",
-    )
+    add_update_mode(ap)
     return write_results(NAME, ap.parse_args(argv), run, plot, _summary)
 
 
