@@ -1,7 +1,6 @@
 """analogsim: train neural networks on simulated analog crossbars, and count the energy."""
 
-from importlib import metadata as _metadata
-
+from ._version import DISTRIBUTION, __version__
 from .algorithms import (
     AGAD,
     ALGORITHMS,
@@ -46,13 +45,9 @@ from .training import (
 )
 from .training.endurance import endurance_report
 
-try:
-    __version__ = _metadata.version("analogsim")
-except _metadata.PackageNotFoundError:  # a source tree that is not installed
-    __version__ = "0+unknown"
-
 __all__ = [
     "__version__",
+    "DISTRIBUTION",
     "AGAD",
     "ALGORITHMS",
     "AbstractUpdateRule",

@@ -1,4 +1,4 @@
-"""Checkpoints of a training run: the whole :class:`~analogsim.training.TrainState` plus the
+"""Checkpoints of a training run: the whole ``TrainState`` plus the
 run's bookkeeping, in one ``.npz`` file written atomically (write to a temporary file in the
 same directory, flush to disk, then rename), so a crash never leaves a half-written
 checkpoint and the last good one stays.
@@ -10,10 +10,10 @@ state of the model the config builds), the versions of analogsim, JAX and Flax t
 (a resume with other versions is refused unless allowed), the config, and the run's history
 (which may stop inside an epoch: ``step_in_epoch``).
 
-One run at a time writes a directory: :func:`checkpoint_lock` holds an exclusive ``flock`` on
+One run at a time writes a directory: ``checkpoint_lock`` holds an exclusive ``flock`` on
 ``DIR/.lock`` for the whole run, which the operating system drops when the process ends, however
 it ends (a run killed with SIGKILL leaves no stale lock behind). A write that fails (a full disk)
-raises :class:`CheckpointError` and leaves the previous checkpoint as it was.
+raises ``CheckpointError`` and leaves the previous checkpoint as it was.
 
 Why not orbax-checkpoint: its atomic, asynchronous, multi-host saves answer problems this
 trainer does not have (one host, a state of a few MB written once per epoch in milliseconds),
@@ -36,6 +36,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._version import DISTRIBUTION
+
 __all__ = [
     "CHECKPOINT_FILE",
     "CheckpointError",
@@ -54,9 +56,10 @@ FORMAT_VERSION = 1
 def versions() -> dict[str, str]:
     """The versions of the packages whose numerics a checkpoint depends on."""
     out = {}
-    for package in ("analogsim", "jax", "flax"):
+    # the field is the import name; the distribution of ours is named otherwise on the index
+    for package, distribution in (("analogsim", DISTRIBUTION), ("jax", "jax"), ("flax", "flax")):
         try:
-            out[package] = metadata.version(package)
+            out[package] = metadata.version(distribution)
         except metadata.PackageNotFoundError:  # a source tree that is not installed
             out[package] = "unknown"
     return out

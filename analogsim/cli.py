@@ -71,7 +71,7 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def _add_train_parser(sub) -> None:
-    """The ``train`` command: one flag per :class:`TrainConfig` field."""
+    """The ``train`` command: one flag per ``TrainConfig`` field."""
     d = TrainConfig()
     t = sub.add_parser("train", help="train a network on simulated analog hardware")
     t.add_argument(

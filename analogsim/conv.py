@@ -16,9 +16,9 @@ transpose of the patch extraction (col2im) then adds the overlapping contributio
 
 Column order: column ``c * prod(k) + t`` of the array holds input channel ``c`` at kernel tap
 ``t`` (taps in row-major order), the feature order of
-:func:`jax.lax.conv_general_dilated_patches`. :func:`conv_kernel_to_array` and
-:func:`array_to_conv_kernel` convert between this order and the ``(*kernel_size, in, out)``
-kernel of :class:`flax.nnx.Conv`.
+``jax.lax.conv_general_dilated_patches``. ``conv_kernel_to_array`` and
+``array_to_conv_kernel`` convert between this order and the ``(*kernel_size, in, out)``
+kernel of ``flax.nnx.Conv``.
 
 References:
     IBM aihwkit, ``AnalogConv2d`` (``aihwkit/nn/modules/conv.py``): im2col unrolling, one
@@ -85,10 +85,10 @@ def conv_kernel_to_array(kernel: jax.Array) -> jax.Array:
     """The crossbar weights ``(out, in * prod(k))`` of a ``(*k, in, out)`` conv kernel.
 
     Args:
-      kernel: a :class:`flax.nnx.Conv` kernel, shape ``(*kernel_size, in_channels, out_channels)``.
+      kernel: a ``flax.nnx.Conv`` kernel, shape ``(*kernel_size, in_channels, out_channels)``.
 
     Returns:
-      The array in :class:`AnalogConv`'s column order (channel-major, then taps row-major).
+      The array in ``AnalogConv``'s column order (channel-major, then taps row-major).
     """
     n = kernel.ndim - 2
     perm = (n + 1, n, *range(n))
@@ -96,7 +96,7 @@ def conv_kernel_to_array(kernel: jax.Array) -> jax.Array:
 
 
 def array_to_conv_kernel(w: jax.Array, kernel_size: Sequence[int], in_channels: int) -> jax.Array:
-    """The ``(*k, in, out)`` conv kernel of crossbar weights ``w`` (inverse of :func:`conv_kernel_to_array`).
+    """The ``(*k, in, out)`` conv kernel of crossbar weights ``w`` (inverse of ``conv_kernel_to_array``).
 
     Args:
       w: ``(out, in_channels * prod(kernel_size))`` array weights.
@@ -111,16 +111,16 @@ def array_to_conv_kernel(w: jax.Array, kernel_size: Sequence[int], in_channels: 
 class AnalogConv(AbstractAnalogLayer):
     """A 1-D or 2-D convolution whose kernel lives on one analog crossbar (im2col).
 
-    Channels-last layouts as :class:`flax.nnx.Conv`: ``(batch, width, in)`` for 1-D and
+    Channels-last layouts as ``flax.nnx.Conv``: ``(batch, width, in)`` for 1-D and
     ``(batch, height, width, in)`` for 2-D (more leading batch dimensions are flattened and
     restored; none means a single example). Each patch is one read of the
     ``(out_features, in_features * prod(kernel_size))`` array through the forward periphery
-    (:class:`AnalogLinear`), so noise management, DAC/ADC and bound management act per patch,
+    (``AnalogLinear``), so noise management, DAC/ADC and bound management act per patch,
     and the pulsed update treats each patch as one sample. Initialisation as PyTorch's (and
     aihwkit's) convolutions: weights and bias uniform in :math:`\\pm 1/\\sqrt{fan_{in}}` with
     :math:`fan_{in} = in \\prod_i k_i`.
 
-    Attributes, beyond :class:`AnalogLinear`'s: ``in_channels`` is the number of input channels
+    Attributes, beyond ``AnalogLinear``'s: ``in_channels`` is the number of input channels
     (the ``in_features`` argument), while ``in_features`` is the array's input size,
     ``in_channels * prod(kernel_size)`` (what the trainer and the energy ledger use).
 
@@ -131,12 +131,12 @@ class AnalogConv(AbstractAnalogLayer):
         length decides 1-D or 2-D.
       strides: step between patches, an int or one per spatial dimension.
       padding: ``'SAME'``, ``'VALID'``, an int, or one int or ``(low, high)`` pair of zero
-        rows/columns per spatial dimension (as :class:`flax.nnx.Conv`).
+        rows/columns per spatial dimension (as ``flax.nnx.Conv``).
       kernel_dilation: spacing between kernel taps, an int or one per spatial dimension.
       use_bias: add a digital bias per output channel.
       rngs: ``params`` draws the weights and device-to-device variation; ``read`` seeds the
         read-noise stream.
-      **kwargs: every other keyword of :class:`AnalogLinear` (``device``, ``forward_io``,
+      **kwargs: every other keyword of ``AnalogLinear`` (``device``, ``forward_io``,
         ``backward_io``, ``update``).
 
     Example:
@@ -205,7 +205,7 @@ class AnalogConv(AbstractAnalogLayer):
         return y.reshape(*lead, *out_spatial, self.out_features)
 
     def kernel_weights(self) -> jax.Array:
-        """The present weights as a ``(*kernel_size, in, out)`` kernel (:class:`flax.nnx.Conv` layout)."""
+        """The present weights as a ``(*kernel_size, in, out)`` kernel (``flax.nnx.Conv`` layout)."""
         return array_to_conv_kernel(self.weight.get_value(), self.kernel_size, self.in_channels)
 
 
@@ -213,9 +213,9 @@ class SmallCNN(nnx.Module):
     """A small convolutional network for 8x8 one-channel images (the digits set).
 
     ``conv(3x3, c1) -> activation -> 2x2 pool -> conv(3x3, c2) -> activation -> 2x2 pool ->
-    dense(num_classes)``, ``'SAME'`` padding. Every layer is analog (:class:`AnalogConv`,
-    :class:`AnalogLinear`) when ``device`` is given, or all digital (:class:`flax.nnx.Conv`,
-    :class:`flax.nnx.Linear`, same initialisation) when it is ``None``.
+    dense(num_classes)``, ``'SAME'`` padding. Every layer is analog (``AnalogConv``,
+    ``AnalogLinear``) when ``device`` is given, or all digital (``flax.nnx.Conv``,
+    ``flax.nnx.Linear``, same initialisation) when it is ``None``.
 
     Args:
       channels: output channels of the two convolutions.
@@ -225,11 +225,11 @@ class SmallCNN(nnx.Module):
       activation: ``tanh``, ``relu`` or ``sigmoid`` after each convolution.
       pooling: ``max`` or ``avg``, 2x2 with stride 2 (max pooling trains better on the
         constant-step card: about 0.96 against 0.92 test accuracy on digits).
-      device: card name/path, :class:`~device_models.DeviceCard` or model for the analog
+      device: card name/path, ``DeviceCard`` or model for the analog
         layers; ``None`` builds digital layers.
       update: pulsed-update settings of the analog layers.
       algorithm: update rule of the analog layers; ``None``: analog SGD.
-      reference: what analog weights are read against (:class:`AnalogLinear`).
+      reference: what analog weights are read against (``AnalogLinear``).
       rngs: random streams.
 
     Example:

@@ -1,8 +1,8 @@
 """Convert a trained digital nnx model into one whose dense and conv layers are analog.
 
-Every :class:`flax.nnx.Linear` and :class:`flax.nnx.Conv` found anywhere in the module tree
-(attributes, :class:`flax.nnx.List`, :class:`flax.nnx.Dict`, :class:`flax.nnx.Sequential`)
-becomes an :class:`~analogsim.layers.AnalogLinear` or :class:`~analogsim.conv.AnalogConv`
+Every ``flax.nnx.Linear`` and ``flax.nnx.Conv`` found anywhere in the module tree
+(attributes, ``flax.nnx.List``, ``flax.nnx.Dict``, ``flax.nnx.Sequential``)
+becomes an ``AnalogLinear`` or ``AnalogConv``
 with the digital weights programmed onto its devices; every other layer stays digital and
 unchanged. This is the usual starting point for hardware-aware fine-tuning or for studying
 inference on analog hardware (aihwkit's ``convert_to_analog``).
@@ -103,7 +103,7 @@ def _scale(w: jax.Array, model: AbstractPulsedModel, weight_scale, name: str) ->
 
 
 def _check_options(weight_scale, programming_noise: float, key: jax.Array | None) -> None:
-    """Raise ``ValueError`` for a ``weight_scale`` or ``programming_noise`` that :func:`convert` does not allow."""
+    """Raise ``ValueError`` for a ``weight_scale`` or ``programming_noise`` that ``convert`` does not allow."""
     if not (weight_scale is None or weight_scale == "auto"):
         if isinstance(weight_scale, str) or not (math.isfinite(weight_scale) and weight_scale > 0):
             raise ValueError(
@@ -187,15 +187,15 @@ def convert(
       model: any nnx model; only its ``nnx.Linear`` and ``nnx.Conv`` layers are converted
         (conv layers: 1-D or 2-D, no feature groups, no input dilation, no mask, padding
         ``'SAME'``, ``'VALID'`` or explicit).
-      device: card name/path, :class:`~device_models.DeviceCard` or device model of the arrays.
+      device: card name/path, ``DeviceCard`` or device model of the arrays.
       rngs: ``params`` draws each array's device-to-device variation (and the initial weights
         that programming overwrites); ``read`` seeds the read-noise streams.
       forward_io: periphery of the forward reads.
       backward_io: periphery of the backward reads.
       update: pulsed-update settings (for training the converted model).
-      algorithm: update rule of the analog layers (:mod:`analogsim.algorithms`); its state is
+      algorithm: update rule of the analog layers (``analogsim.algorithms``); its state is
         built from the programmed weights.
-      reference: what the weights are read against (:class:`AnalogLinear`); the programmed
+      reference: what the weights are read against (``AnalogLinear``); the programmed
         state is the target plus the reference.
       weight_scale: ``"auto"`` (per layer, :math:`s = \\max|W| / (0.9\\,w_{bound})`, the
         largest weight at 90 % of the card's nominal bound), a float :math:`s > 0` for every

@@ -3,7 +3,7 @@
 A counter is a ``uint32`` array of shape ``(..., 2)`` holding ``(high, low)`` words; its value
 is ``high * 2**32 + low``, exact up to 2**64. Increments are ``uint32`` (< 2**32 each), which
 covers any single training step; the carry goes into the high word. On the host,
-:func:`to_int` gives a Python int (arbitrary precision), so sums of billions of events stay
+``to_int`` gives a Python int (arbitrary precision), so sums of billions of events stay
 exact (STYLE.md 10).
 """
 

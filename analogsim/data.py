@@ -2,7 +2,7 @@
 
 Every dataset comes back as float32 features in ``[0, 1]`` (integer pixels are divided by
 255, or by 16 for the digits set) flattened to ``(n, features)``, and int32 labels
-``0..classes-1``. Anything malformed raises :class:`DataError` naming the file, the field, the
+``0..classes-1``. Anything malformed raises ``DataError`` naming the file, the field, the
 value and what is allowed.
 """
 

@@ -1,7 +1,7 @@
 """Energy ledger: exact counts of hardware events per layer, and their price in joules.
 
 Counted inside the jitted training step (exact ``uint32`` high/low counters,
-:mod:`analogsim.counters`), per analog layer:
+``analogsim.counters``), per analog layer:
 
 - ``pulses_up``, ``pulses_down``: programming pulses fired at cross-points;
 - ``array_reads``: vector reads of the array (forward, backward, and bound-management
@@ -18,7 +18,7 @@ and per digital layer (``nnx.Linear``) and activation function: ``digital_ops`` 
 pass, the backward pass and the optimizer update.
 
 Prices (joules per event, each with its source) come from the device card and the periphery
-card (:mod:`analogsim.periphery_card`):
+card (``analogsim.periphery_card``):
 
 .. math::
     E_{write} = E_{pulse}, \\quad E_{read} = V_{read}^2\\,\\bar G\\,t_{read}, \\quad
@@ -179,8 +179,8 @@ def price_report(counts: dict[str, dict[str, int]], prices: dict[str, Prices]) -
     """Joules from exact counts: the total, by energy kind, by ledger entry, and the prices used.
 
     Args:
-      counts: per entry (layer), per count kind, exact integers (:func:`host_counts`).
-      prices: per entry, the :data:`Prices` used for it.
+      counts: per entry (layer), per count kind, exact integers (``host_counts``).
+      prices: per entry, the ``Prices`` used for it.
     """
     by_kind = {kind: 0.0 for kind in ENERGY_KINDS}
     by_layer: dict[str, float] = {}

@@ -78,20 +78,27 @@ def _as_price(entry: dict[str, Any]):
     return Price(float(entry["joules"]), str(entry["source"]))
 
 
-def plot_report(reports: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """Stacked bars of energy by kind for each layer of each report, beside the digital baseline."""
-    import matplotlib
+def plot_report(reports: dict[str, dict[str, Any]], path: str | Path | None = None):
+    """Stacked bars of energy by kind for each layer of each report, beside the digital baseline.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+      reports: label -> energy report (``load_report``'s dict or a run's ``energy_report``).
+      path: where to save the figure (PNG); ``None``: not saved.
+
+    Returns:
+      The ``matplotlib.figure.Figure`` (built without pyplot, so it neither needs nor changes
+      a backend: a notebook displays it as the cell's value).
+    """
+    from matplotlib.figure import Figure
 
     kinds = ["write", "read", "dac", "adc", "digital"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
     labels = []
     bars = {k: [] for k in kinds}
     for name, rep in reports.items():
         for layer, counts in rep["counts_by_layer"].items():
-            labels.append(f"{name}\n{layer}")
+            labels.append(f"{name}: {layer}")
             for k in kinds:
                 j = sum(counts[c] * rep["prices"][layer][c]["joules"] for c in COUNT_KINDS if ENERGY_KIND_OF[c] == k)
                 bars[k].append(j)
@@ -102,16 +109,20 @@ def plot_report(reports: dict[str, dict[str, Any]], path: str | Path) -> None:
     ax1.set_ylabel("energy (J)")
     ax1.set_title("analog energy by layer and event kind")
     ax1.legend(fontsize=8)
-    ax1.tick_params(axis="x", labelsize=7)
+    ax1.tick_params(axis="x", labelsize=7, labelrotation=35)
+    for label in ax1.get_xticklabels():
+        label.set_horizontalalignment("right")
     names = list(reports)
     ax2.bar([f"analog\n{n}" for n in names], [reports[n]["total_j"] for n in names])
     ax2.bar(["digital baseline"], [next(iter(reports.values()))["digital_baseline_j"]], color="grey")
     ax2.set_yscale("log")
     ax2.set_ylabel("energy (J)")
     ax2.set_title("analog vs digital training energy")
+    ax2.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
 
 
 def _kind_of(count_kind: str) -> str | None:

@@ -1,8 +1,8 @@
 """The energy ledger's event formulas: what one training step, or one evaluation read, of one
-layer counts. Training (:mod:`analogsim.training.step`) and evaluation
-(:mod:`analogsim.training.evaluation`) both count through these functions.
+layer counts. Training (``analogsim.training.step``) and evaluation
+(``analogsim.training.evaluation``) both count through these functions.
 
-A forward read of an analog layer on ``R`` x ``C`` tiles (:func:`analogsim.tile.tile_grid`)
+A forward read of an analog layer on ``R`` x ``C`` tiles (``analogsim.tile.tile_grid``)
 converts each input once per tile row (``R n_in`` DAC conversions) and each partial output once
 per tile column (``C n_out`` ADC conversions), reads ``n_in n_out`` cross-points, and adds the
 partial outputs digitally (``(C - 1) n_out`` additions); noise management scales the inputs and
@@ -73,7 +73,7 @@ def analog_step_counts(
       tiles: ``(R, C)``, the tiles the array is split into along its outputs and inputs.
 
     Returns:
-      Increments for :func:`analogsim.energy.add_counts`.
+      Increments for ``analogsim.energy.add_counts``.
     """
     u32 = jnp.uint32
     mask_i = mask.astype(u32)

@@ -1,10 +1,10 @@
 """``analogsim fit DATA.csv --model MODEL|auto [--out CARD.toml] [--plot FIT.png] [--force] [--json]``.
 
-Fits a device model to a measured pulse response (:mod:`device_models.fitting`), prints the
+Fits a device model to a measured pulse response (``device_models.fitting``), prints the
 parameters with standard errors, writes a device card and a plot of data, fit and residuals.
 Bad input gives one line ``error: ...`` on stderr and exit status 2; nothing is overwritten
-without ``--force``. The lead wires :func:`add_fit_parser` and :func:`run_fit` into
-:mod:`analogsim.cli`.
+without ``--force``. The lead wires ``add_fit_parser`` and ``run_fit`` into
+``analogsim.cli``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Inference after training: accuracy of a trained network after its weights sat for a while.
 
 For each time ``t``, every analog array's stored states go through the device's retention
-(:func:`device_models.retention.retain`: relaxation toward a rest state and/or power-law
+(``device_models.retention.retain``: relaxation toward a rest state and/or power-law
 drift, from the card's ``[retention]`` section), every read sees the card's read noise
 (``IOParameters.w_noise``), and the test set is evaluated. *Global drift compensation*
 (aihwkit's ``GlobalDriftCompensation``, simplified) rescales each layer's digital output by

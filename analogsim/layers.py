@@ -3,25 +3,25 @@
 State of one analog array, each an ``nnx.Variable`` subclass that is *not* ``nnx.Param``
 (``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.grad`` never touch them):
 
-- :class:`AnalogWeight` (out, in): the device states, normalised weight units; they change
-  only through pulsed updates (:mod:`analogsim.training`);
-- :class:`DeviceModel`: the device model (:mod:`device_models`) with its continuous
+- ``AnalogWeight`` (out, in): the device states, normalised weight units; they change
+  only through pulsed updates (``analogsim.training``);
+- ``DeviceModel``: the device model (``device_models``) with its continuous
   parameters as float32 array leaves, so a sweep can ``vmap`` over them and ``jax.grad`` can
   differentiate through them;
-- :class:`DeviceDraws` (out, in) x 4: the standard normals of the device-to-device variation,
+- ``DeviceDraws`` (out, in) x 4: the standard normals of the device-to-device variation,
   drawn once; each cross-point's parameters follow from them and the device model
-  (:func:`device_models.crosspoints`), so a change of a nominal parameter moves every
+  (``device_models.crosspoints``), so a change of a nominal parameter moves every
   cross-point consistently;
-- :class:`Reference`, :class:`OutputScale`, :class:`RuleState`: read reference, digital output
+- ``Reference``, ``OutputScale``, ``RuleState``: read reference, digital output
   factor, state of the update rule;
-- :class:`WriteNoise` (out, in), for devices with write noise: the draw that a read sees on top
-  of the device state, redrawn where a device is written (:mod:`device_models.between_updates`).
+- ``WriteNoise`` (out, in), for devices with write noise: the draw that a read sees on top
+  of the device state, redrawn where a device is written (``device_models.between_updates``).
 
 *Recording for the pulsed update.* A training step runs the forward pass under
-``nnx.capture(..., Recorded, ErrorProbe)`` (:func:`capture_calls`). Each call of the layer then
-adds a zero :class:`ErrorProbe` to its output (``nnx.Module.perturb``: the gradient of the loss
+``nnx.capture(..., Recorded, ErrorProbe)`` (``capture_calls``). Each call of the layer then
+adds a zero ``ErrorProbe`` to its output (``nnx.Module.perturb``: the gradient of the loss
 with respect to the probe is the per-sample error ``d`` at that call) and sows the input
-vectors and read counts of the call as :class:`Recorded` values (``nnx.Module.sow``). A layer called ``k`` times in one
+vectors and read counts of the call as ``Recorded`` values (``nnx.Module.sow``). A layer called ``k`` times in one
 forward pass (weight sharing, an unrolled recurrence) records ``k`` calls, its update sums the
 ``k`` outer products, and the ledger counts ``k`` reads, as hardware that reads one array
 ``k`` times would. Outside a training step nothing is recorded.
@@ -99,11 +99,11 @@ class DeviceModel(nnx.Variable):
 
 class DeviceDraws(nnx.Variable):
     """The standard-normal draws of the array's device-to-device variation
-    (:class:`device_models.CrossPointDraws`), drawn once."""
+    (``device_models.CrossPointDraws``), drawn once."""
 
 
 class RuleState(nnx.Variable):
-    """State of the layer's update rule (:mod:`analogsim.algorithms`): hidden arrays, buffers,
+    """State of the layer's update rule (``analogsim.algorithms``): hidden arrays, buffers,
     choppers, counters. Not an ``nnx.Param``; changed only by the rule's ``update``."""
 
 
@@ -127,12 +127,12 @@ class Wear(nnx.Variable):
     Counts the array the update rule writes every step (SGD: the weights; transfer rules: the
     fast array; mixed precision: the weights; device pairs: both devices of a pair together,
     an upper bound for each), the expectation where the rung draws none. Whole pulses are kept
-    as int32 and the fraction apart (:class:`WearFraction`), so fractional expectations keep
+    as int32 and the fraction apart (``WearFraction``), so fractional expectations keep
     adding up where a float32 total would stall (0.003 per update sticks at 65,536)."""
 
 
 class WearFraction(nnx.Variable):
-    """The fractional part of :class:`Wear` (float32, in [0, 1))."""
+    """The fractional part of ``Wear`` (float32, in [0, 1))."""
 
 
 class OutputScale(nnx.Variable):
@@ -187,8 +187,8 @@ _warned_jit_rngs = False
 
 
 class AbstractAnalogLayer(nnx.Module, abc.ABC):
-    """The state and the read of one analog array; :class:`AnalogLinear` and
-    :class:`~analogsim.conv.AnalogConv` say how a call turns into input vectors."""
+    """The state and the read of one analog array; ``AnalogLinear`` and
+    ``AnalogConv`` say how a call turns into input vectors."""
 
     def __init__(
         self,
@@ -354,7 +354,8 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
 
         Args:
           cp: the array's cross-points.
-          w_old, w_new: device states before and after the update's pulses.
+          w_old: device states before the update's pulses.
+          w_new: device states after them.
           touched: the probability (or 0/1 indicator) that each device received a pulse, from
             the update rung; ``None``: the devices whose state changed.
           key: PRNG key.
@@ -376,7 +377,7 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         self.write_noise.set_value(jnp.where(written, fresh, self.write_noise.get_value()))
 
     def tally_wear(self, per_device: jax.Array | None) -> None:
-        """Add an update's pulses per device to :class:`Wear` (only for a card with an endurance)."""
+        """Add an update's pulses per device to ``Wear`` (only for a card with an endurance)."""
         if self.endurance is not None and per_device is not None:
             total = self.wear_fraction.get_value() + per_device.astype(jnp.float32)
             whole = jnp.floor(total)
@@ -391,26 +392,26 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
 class AnalogLinear(AbstractAnalogLayer):
     """A dense layer ``y = W x + b`` with ``W`` on an analog crossbar and ``b`` digital.
 
-    Reads go through the forward/backward periphery (:class:`IOParameters`); the weights
-    change by pulses (:func:`analogsim.pulsed_update.pulsed_update`) when trained with
-    :func:`analogsim.training.train` or :func:`analogsim.training.make_train_step`.
+    Reads go through the forward/backward periphery (``IOParameters``); the weights
+    change by pulses (``analogsim.pulsed_update.pulsed_update``) when trained with
+    ``analogsim.training.train`` or ``analogsim.training.make_train_step``.
     Initialisation matches aihwkit's ``AnalogLinear`` (PyTorch's): weights and bias uniform in
     :math:`\\pm 1/\\sqrt{in}`, weights clipped to each cross-point's bounds; the bias is digital
     (aihwkit's ``digital_bias``). With ``weight_scale`` the weights are stored as
-    :math:`W/s` and the output multiplied back by :math:`s` (as :func:`analogsim.convert` maps).
+    :math:`W/s` and the output multiplied back by :math:`s` (as ``analogsim.convert`` maps).
 
     Args:
       in_features: input size.
       out_features: output size.
-      device: a built-in card name, a path to a card, a :class:`DeviceCard` or a model.
+      device: a built-in card name, a path to a card, a ``DeviceCard`` or a model.
       use_bias: add a digital bias.
       forward_io: periphery of the forward read.
       backward_io: periphery of the backward read (no bound management by default); its tile
         sizes are taken from ``forward_io`` (the same physical tiles).
       update: pulsed-update settings of the gradient update.
-      algorithm: the update rule (:mod:`analogsim.algorithms`), analog SGD by default.
+      algorithm: the update rule (``analogsim.algorithms``), analog SGD by default.
       reference: ``"zero"`` (weight = device state) or ``"symmetry-point"`` (weight = state
-        minus the cross-point's symmetry point, :func:`device_models.symmetry_point`: random
+        minus the cross-point's symmetry point, ``device_models.symmetry_point``: random
         up/down pulses then pull weights toward 0 instead of toward an offset).
       weight_scale: ``None`` (aihwkit's: weights stored as they are; warns when they span less
         than 5% of the device range), ``"auto"`` (the largest initial weight at 90% of the
@@ -448,19 +449,19 @@ def capture_calls(model: nnx.Module, x: jax.Array, probes=None):
     Args:
       model: the model.
       x: its input.
-      probes: values of the :class:`ErrorProbe` s (a ``State`` from an earlier capture);
+      probes: values of the ``ErrorProbe`` s (a ``State`` from an earlier capture);
         ``None``: zeros.
 
     Returns:
-      ``(y, recorded, probes)``: the output, the :class:`Recorded` ``State`` and the
-      :class:`ErrorProbe` ``State``, both keyed by layer path (:func:`layer_calls`).
+      ``(y, recorded, probes)``: the output, the ``Recorded`` ``State`` and the
+      ``ErrorProbe`` ``State``, both keyed by layer path (``layer_calls``).
     """
     capture = nnx.capture(lambda m, x: m(x), Recorded, ErrorProbe, init=probes)
     return capture(model, x)
 
 
 def layer_calls(recorded, path: tuple) -> list[dict[str, jax.Array]]:
-    """What the layer at ``path`` recorded in a :func:`capture_calls`: per call its ``inputs``
+    """What the layer at ``path`` recorded in a ``capture_calls``: per call its ``inputs``
     (rows, in), ``reads`` (rows,) and ``source`` (the call's argument)."""
     node = recorded
     for p in path:

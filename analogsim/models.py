@@ -35,11 +35,11 @@ class MLP(nnx.Module):
     Args:
       sizes: layer widths including input and output, e.g. ``(784, 256, 128, 10)``.
       activation: ``tanh``, ``relu`` or ``sigmoid`` between layers (the output is logits).
-      device: card name/path, :class:`~device_models.DeviceCard` or model for analog layers;
+      device: card name/path, ``DeviceCard`` or model for analog layers;
         ``None`` builds floating-point ``nnx.Linear`` layers with the same initialisation.
       update: pulsed-update settings of the analog layers.
-      algorithm: update rule of the analog layers (:mod:`analogsim.algorithms`); ``None``: SGD.
-      reference: what analog weights are read against (:class:`AnalogLinear`).
+      algorithm: update rule of the analog layers (``analogsim.algorithms``); ``None``: SGD.
+      reference: what analog weights are read against (``AnalogLinear``).
       rngs: random streams.
     """
 

@@ -27,8 +27,8 @@ Bound management here acts per input vector (each vector is its own MVM on hardw
 output (aihwkit's short cut); with ``constant`` or ``none`` every vector is read.
 
 ``max_input_size`` and ``max_output_size`` (aihwkit's ``MappingParameter`` names) give the
-size of one physical tile; :func:`analogsim.tile.analog_matmul` splits larger matrices over
-several tiles. :func:`analog_mvm` itself reads one tile.
+size of one physical tile; ``analogsim.tile.analog_matmul`` splits larger matrices over
+several tiles. ``analog_mvm`` itself reads one tile.
 
 References:
     IBM aihwkit, ``IOParameters`` and ``AnalogMVM`` (torch tile), ``ForwardBackwardPassIOManaged``
@@ -62,7 +62,7 @@ class IOParameters:
 
     The tile size (``max_input_size`` x ``max_output_size``, aihwkit's ``MappingParameter``)
     describes the physical array, so the forward and the backward settings of one layer must
-    agree on it (:func:`analogsim.tile.analog_matmul` checks). ``0`` means no limit.
+    agree on it (``analogsim.tile.analog_matmul`` checks). ``0`` means no limit.
 
     Raises:
       ValueError: a field outside its allowed values (the message names field, value and
@@ -179,7 +179,7 @@ def analog_mvm(
         tiles of unequal size are stacked), which bound management's clip test ignores.
 
     Returns:
-      :class:`MVMResult` with ``y`` (batch, out) and the number of reads per vector.
+      ``MVMResult`` with ``y`` (batch, out) and the number of reads per vector.
 
     Example:
       >>> res = analog_mvm(jnp.eye(2), jnp.ones((1, 2)), IOParameters(out_noise=0.0), key=None)

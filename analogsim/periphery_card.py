@@ -88,7 +88,7 @@ class PeripheryCard:
 
 
 def load_periphery_card(name_or_path: str | Path = "periphery-default") -> PeripheryCard:
-    """Load a periphery card by built-in name or path; :class:`PeripheryCardError` if malformed."""
+    """Load a periphery card by built-in name or path; ``PeripheryCardError`` if malformed."""
     text_name = str(name_or_path)
     if text_name in BUILTIN_PERIPHERY:
         text = resources.files("analogsim").joinpath("cards", f"{text_name}.toml").read_text(encoding="utf-8")

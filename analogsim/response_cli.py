@@ -4,7 +4,7 @@
 [--seed N] [--plot F.png] [--force] [--json]`` simulates K devices (device-to-device variation
 drawn per device) receiving single pulses in order and prints, per pulse, the mean and spread of
 the state and of the fraction of the nominal range
-(:func:`device_models.simulate_response`). The CLI only parses and checks flags, then calls
+(``device_models.simulate_response``). The CLI only parses and checks flags, then calls
 the library. Bad input prints ``error: <one line>`` on stderr and returns 2; an existing
 ``--plot`` file is never overwritten without ``--force``.
 """

@@ -5,21 +5,21 @@ bits are made.
 
 Two generators:
 
-- :func:`fast_key` turns a key into a Philox 4x32 key for ``jax.random`` draws (on CPU a single
+- ``fast_key`` turns a key into a Philox 4x32 key for ``jax.random`` draws (on CPU a single
   kernel, where JAX's default Threefry is a rolled loop of small ones).
-- :func:`bits`, :func:`uniform` and :func:`normal` draw the large arrays of a training step (update
+- ``bits``, ``uniform`` and ``normal`` draw the large arrays of a training step (update
   and read noise) from Philox 4x32-10 blocks, using all four 32-bit words of each block (draws
-  of at least :data:`FOUR_WORDS_MIN` words; smaller ones come from ``jax.random.bits``, since the
+  of at least ``FOUR_WORDS_MIN`` words; smaller ones come from ``jax.random.bits``, since the
   four-word path costs compile time: see the constant).
   ``jax.random.bits`` computes one block per output word (it folds the four words into one with
   XOR); on CPU the block is most of a draw's cost, so using every word makes the bits cheaper
   (``experiments/benchmarks/update_profile.py``'s random draws, 256 x 784 standardised popcounts
   on this project's 2-core machine, dispatch included: 0.407 ms from ``jax.random.bits``, 0.263 ms
-  from :func:`bits`). XLA fuses an elementwise producer into each of
+  from ``bits``). XLA fuses an elementwise producer into each of
   its consumers, so four words taken apart would each recompute the block; a variadic reduction
-  (:func:`_four_words`) makes one loop that computes each block once and writes its four words.
+  (``_four_words``) makes one loop that computes each block once and writes its four words.
 
-The block function is :func:`philox4x32` (Salmon, Moraes, Dror & Shaw, "Parallel random numbers:
+The block function is ``philox4x32`` (Salmon, Moraes, Dror & Shaw, "Parallel random numbers:
 as easy as 1, 2, 3", SC 2011; the Random123 reference implementation, whose known-answer vectors
 ``tests/test_rng.py`` checks). Counter of block ``b``: ``(b, 0, 0, _DOMAIN)``; its key: two words
 drawn from the given key with ``jax.random.bits`` (so JAX's key-reuse checker sees the key used).
@@ -98,7 +98,7 @@ def _four_words(words):
 
 def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Uniform random uint32 words of ``shape``, four from each Philox 4x32-10 block (draws of
-    fewer than :data:`FOUR_WORDS_MIN` words: ``jax.random.bits``).
+    fewer than ``FOUR_WORDS_MIN`` words: ``jax.random.bits``).
 
     Layout: the array as ``(rows, cols)`` (``cols`` its last axis; ``(4, n / 4)`` for fewer than
     four rows); block ``b`` of the ``(rows / 4, cols)`` blocks gives one word to each quarter of
@@ -128,7 +128,7 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, minval=0.0, maxval=1.0) -> jax.Array:
-    """Uniform on ``[minval, maxval)`` from :func:`bits`, by ``jax.random.uniform``'s mapping (the
+    """Uniform on ``[minval, maxval)`` from ``bits``, by ``jax.random.uniform``'s mapping (the
     top 23 bits of each word as the mantissa of a float in ``[1, 2)``, minus one, scaled). Other
     dtypes than float32 are drawn by ``jax.random.uniform``."""
     if jnp.dtype(dtype) != jnp.float32:
@@ -140,7 +140,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, minval=0.
 
 def normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """Standard normal by ``jax.random.normal``'s method, :math:`\\sqrt{2}\\,\\mathrm{erf}^{-1}(u)`
-    with ``u`` uniform on ``(-1, 1)`` from :func:`uniform`. Other dtypes than float32 are drawn by
+    with ``u`` uniform on ``(-1, 1)`` from ``uniform``. Other dtypes than float32 are drawn by
     ``jax.random.normal``."""
     if jnp.dtype(dtype) != jnp.float32:
         return jax.random.normal(key, shape, dtype)

@@ -8,7 +8,7 @@ training does not use it (the pulsed update takes the per-sample ``x`` and ``d``
 XLA drops it.
 
 *Tiles.* A physical crossbar holds at most ``max_output_size`` x ``max_input_size`` cells
-(:class:`~analogsim.periphery.IOParameters`, 512 x 512 by default, aihwkit's
+(``IOParameters``, 512 x 512 by default, aihwkit's
 ``MappingParameter``). A larger matrix is split as aihwkit's ``TileModuleArray`` splits it:
 each dimension into ``ceil(n / max)`` tiles of near-equal size (sizes differ by at most one,
 the larger first; 784 inputs with 512 per tile give two tiles of 392). Every tile is read with
@@ -21,7 +21,7 @@ summed digitally, in full precision:
     \\delta x_J = \\sum_I \\mathrm{read}^T_{IJ}(W_{IJ}^T, d_I),
 
 where the backward read of a tile is its transposed read through the backward periphery.
-A matrix that fits one tile is read exactly as :func:`~analogsim.periphery.analog_mvm` reads
+A matrix that fits one tile is read exactly as ``analog_mvm`` reads
 it (same noise stream).
 
 *Cost.* Up to ``UNROLL_TILES`` tiles are read one after another in the program, each from its
@@ -35,7 +35,7 @@ tiles, and a vector that bound management re-reads on its worst tile counts that
 of reads (the maximum over tiles). The energy ledger prices a layer read through its
 cross-points (``in * out`` in total) and its conversions; with ``R`` x ``C`` tiles a forward
 read has ``in * R`` DAC and ``out * C`` ADC conversions and ``out * (C - 1)`` digital
-additions (see :func:`tile_grid`).
+additions (see ``tile_grid``).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ _IN_TRAINING_STEP = contextvars.ContextVar("analogsim_in_training_step", default
 @contextlib.contextmanager
 def pulsed_training():
     """Mark the tracing of a training step whose analog weights are updated by pulses (the
-    trainers of :mod:`analogsim.training`); outside it, differentiating through an analog read
-    warns (:class:`AnalogGradientWarning`)."""
+    trainers of ``analogsim.training``); outside it, differentiating through an analog read
+    warns (``AnalogGradientWarning``)."""
     token = _IN_TRAINING_STEP.set(True)
     try:
         yield
@@ -140,7 +140,7 @@ def _to_blocks(v: jax.Array, sizes: tuple[int, ...], axis: int) -> jax.Array:
 
 
 def _from_blocks(v: jax.Array, sizes: tuple[int, ...]) -> jax.Array:
-    """Inverse of :func:`_to_blocks` on the last axis of ``v`` (..., len(sizes), max(sizes))."""
+    """Inverse of ``_to_blocks`` on the last axis of ``v`` (..., len(sizes), max(sizes))."""
     v = v.reshape(*v.shape[:-2], -1)
     if len(set(sizes)) > 1:
         v = jnp.take(v, jnp.asarray(np.nonzero(_padded_layout(sizes) < sum(sizes))[0]), axis=-1)
@@ -173,14 +173,14 @@ def read_tiles(
       x: (batch, in) inputs, or (batch, out) for a transposed read.
       io: periphery of every tile.
       key: PRNG key (``None``: noise-free); each tile draws from its own stream.
-      rows, cols: the tile sizes (:func:`tile_grid`).
+      rows, cols: the tile sizes (``tile_grid``).
       transposed: read ``W^T x`` (the backward read) instead of ``W x``.
       unrolled: read the tiles one after another in the program (each its own slice of ``w``)
         instead of in one vectorised pass; ``None``: unrolled for at most ``UNROLL_TILES``
         tiles. Both give the same result (same keys, same noise; float rounding aside).
 
     Returns:
-      :class:`MVMResult`: ``y`` (batch, out), or (batch, in) when transposed, and ``reads``
+      ``MVMResult``: ``y`` (batch, out), or (batch, in) when transposed, and ``reads``
       (batch,) int32, the largest number of reads any tile took for that vector.
     """
     # Zero-padded input cells add nothing to the product, to the absolute maximum or to the
@@ -224,7 +224,7 @@ def read_tiles(
 
 
 def _read_tiles_unrolled(w, x, io, keys, rows, cols, transposed) -> MVMResult:
-    """:func:`read_tiles` tile after tile: each tile reads its own slice of ``w`` (no padding,
+    """``read_tiles`` tile after tile: each tile reads its own slice of ``w`` (no padding,
     no tile-major copy of ``w``), with the key ``keys[i, j]`` the vectorised pass gives it."""
     r0 = np.cumsum((0, *rows))
     c0 = np.cumsum((0, *cols))
@@ -259,7 +259,7 @@ def tiled_mvm(
       max_cols: most inputs per tile (0: no limit).
 
     Returns:
-      :class:`MVMResult`: ``y`` (batch, out), and ``reads`` (batch,) int32, the largest number
+      ``MVMResult``: ``y`` (batch, out), and ``reads`` (batch,) int32, the largest number
       of reads any tile took for that vector (0 when no tile read it).
     """
     rows, cols = split_sizes(w.shape[0], max_rows), split_sizes(w.shape[1], max_cols)

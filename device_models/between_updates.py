@@ -14,7 +14,7 @@ between the device state and the weight a read sees.
   persistent weight) and is what the pulses move.
 
 Decay and diffusion are applied once per mini-batch, after the update (aihwkit's
-``post_update_step``); a device without them pays nothing (their :class:`CrossPoints` fields are
+``post_update_step``); a device without them pays nothing (their ``CrossPoints`` fields are
 ``None``, a static fact).
 
 Reference: IBM aihwkit ``src/rpucuda/rpu_pulsed_device.cpp`` (``decayWeights``,

@@ -1,5 +1,5 @@
 """One entry of a device card: a ``{value, unit, provenance, source}`` table, checked and
-converted to SI (shared by :mod:`device_models.cards` and :mod:`device_models.card_physical`)."""
+converted to SI (shared by ``device_models.cards`` and ``device_models.card_physical``)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ All fields are optional::
     breakdown_field_low,          electrolyte's critical-field range (low..breakdown_field) are
     breakdown_field               warned about, fields above breakdown_field refused
 
-The limits are checked where the card loads (:func:`check_operating_limits`): a refusal is a
-:class:`~device_models.CardError` naming the card field, a caution one warning line.
+The limits are checked where the card loads (``check_operating_limits``): a refusal is a
+``CardError`` naming the card field, a caution one warning line.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _pulse_energy_from_parts(source: str, physical: dict[str, float], provenance
 
 
 def check_operating_limits(source: str, model: Any, physical: dict[str, float]) -> None:
-    """Refuse (:class:`CardError`) or warn about an operating pulse beyond the card's published
+    """Refuse (``CardError``) or warn about an operating pulse beyond the card's published
     limits: its width (``width_s``) and its gate field (``voltage_*_v / thickness_m``).
 
     Models without those attributes, and cards without the limits, pass unchecked.

@@ -15,7 +15,7 @@ __all__ = ["card_document", "card_variant"]
 
 def card_document(name_or_path: str | Path) -> dict[str, Any]:
     """The TOML document of a card (built-in name or path) as a dict, to edit and write back
-    with :func:`card_toml` (:func:`card_variant` does both for the common case)."""
+    with ``card_toml`` (``card_variant`` does both for the common case)."""
     text_name = str(name_or_path)
     if text_name in BUILTIN_CARDS:
         text = _builtin_path(text_name).read_text(encoding="utf-8")
@@ -37,7 +37,7 @@ def card_variant(
     section: str = "parameters",
 ) -> Path:
     """Write the card ``base`` with some values changed as ``folder/name.toml`` and return its
-    path (for sweeps: one card per sweep point, each checked by :func:`load_card`).
+    path (for sweeps: one card per sweep point, each checked by ``load_card``).
 
     Args:
       base: built-in card name or path.

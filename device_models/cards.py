@@ -19,7 +19,7 @@ A card looks like this (every number is a table with ``value``, ``unit``, ``prov
     unit = "uS"
     ...
 
-Besides the nine common pulsed-device parameters (:class:`~device_models.PulsedParams`, all
+Besides the nine common pulsed-device parameters (``PulsedParams``, all
 required), ``[parameters]`` holds the model's own parameters, named and range-checked by the
 model class (``parameter_rules``), all required and in unit ``"1"`` unless the class's
 ``parameter_units`` names a unit family (then converted to SI at load, e.g. ``V``, ``ns``,
@@ -39,7 +39,7 @@ Physical values are converted to SI once, at load (``g_min_s``, ``g_max_s`` in s
 Weights map to conductance linearly: ``G = g_min + (w - w_min) / (w_max - w_min) * (g_max - g_min)``
 with the card's nominal ``w_min``/``w_max``.
 
-Every field is checked where the card enters; a bad one raises :class:`CardError` (a
+Every field is checked where the card enters; a bad one raises ``CardError`` (a
 ``ValueError``) naming the file, the field, the value and what is allowed.
 """
 
@@ -147,7 +147,7 @@ def _builtin_path(name: str):
 
 
 def load_card(name_or_path: str | Path) -> DeviceCard:
-    """Load a card by built-in name (see :func:`builtin_card_names`) or by path to a TOML file.
+    """Load a card by built-in name (see ``builtin_card_names``) or by path to a TOML file.
 
     Raises:
       CardError: the name is neither built in nor an existing file, the TOML is malformed, or
@@ -243,9 +243,9 @@ def _parameters(
 def _pulsed_values(
     source: str, params: dict[str, Any], model_name: str, provenance: dict[str, tuple[str, str]]
 ) -> dict[str, float]:
-    """The common :class:`PulsedParams` fields of ``[parameters]``, each range-checked: the nine
-    of :data:`REQUIRED_PULSED` must be there, the others default to aihwkit's values (the model
-    class's ``pulsed_defaults`` where its aihwkit class differs, else :class:`PulsedParams`)."""
+    """The common ``PulsedParams`` fields of ``[parameters]``, each range-checked: the nine
+    of ``REQUIRED_PULSED`` must be there, the others default to aihwkit's values (the model
+    class's ``pulsed_defaults`` where its aihwkit class differs, else ``PulsedParams``)."""
     values: dict[str, float] = {}
     for field in _PULSED_CHECKS:
         if field not in params:
@@ -329,7 +329,7 @@ _RETENTION = {
 
 
 def _retention(source: str, doc: Any, provenance: dict[str, tuple[str, str]]) -> Retention:
-    """The optional ``[retention]`` section: read noise, relaxation and drift (see :mod:`device_models.retention`)."""
+    """The optional ``[retention]`` section: read noise, relaxation and drift (see ``device_models.retention``)."""
     if not isinstance(doc, dict):
         raise CardError(f"{source}: field 'retention': must be a table")
     unknown = sorted(set(doc) - set(_RETENTION))

@@ -5,7 +5,7 @@
     \\Delta w_+ = s_+, \\qquad \\Delta w_- = s_-
 
 with the cross-point's own step scales :math:`s_\\pm` (see
-:func:`device_models.pulsed.draw_crosspoints`), then cycle-to-cycle noise and hard bounds.
+``device_models.pulsed.draw_crosspoints``), then cycle-to-cycle noise and hard bounds.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ The measured scatter is the cycle-to-cycle noise, so a card of measured tables s
 ``dw_min_std = 0``; with the default one-value tables (all 1) the model is a constant-step
 device. The noise-free step (``step_up``/``step_down``) is the table's mean change at ``w``,
 :math:`\\int_0^1 \\Delta(P, w)\\,dP` (exact for the piecewise-linear quantile function the
-sampler uses), kept >= 0 in the pulse's direction; its variance (:meth:`LookupTable.step_variance`) is the table's, so the
+sampler uses), kept >= 0 in the pulse's direction; its variance (``LookupTable.step_variance``) is the table's, so the
 ``expected`` update rung sees the same noise.
 
 Tables are stored flattened, row-major (``len(cdf)`` rows by ``len(nodes)`` columns), as tuples

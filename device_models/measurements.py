@@ -17,8 +17,8 @@ column              required   meaning
 ``width_s``         no         pulse width in seconds (finite, > 0)
 ==================  =========  ===================================================================
 
-Every cell is checked as it is read (one pass over the file with :mod:`csv`), and the first
-problem raises :class:`MeasurementError` (a ``ValueError``) with one line naming the file, the
+Every cell is checked as it is read (one pass over the file with ``csv``), and the first
+problem raises ``MeasurementError`` (a ``ValueError``) with one line naming the file, the
 column with the row number (data rows count from 1; ``line`` is the line in the file), the value
 and what is allowed.
 
@@ -204,7 +204,7 @@ def load_measurement(path: str | Path) -> Measurement:
       path: the CSV file (layout in the module docstring).
 
     Returns:
-      The :class:`Measurement`, state in siemens (``conductance_*``) or normalised (``weight``).
+      The ``Measurement``, state in siemens (``conductance_*``) or normalised (``weight``).
 
     Raises:
       MeasurementError: the file is missing, empty or unreadable; the header lacks a required
@@ -263,7 +263,7 @@ class _Layout:
 
     @classmethod
     def of(cls, src: str, header: list[str]) -> _Layout:
-        """Check ``header`` (see :func:`_check_header`) and locate its columns."""
+        """Check ``header`` (see ``_check_header``) and locate its columns."""
         names, state_col = _check_header(src, header)
         unit, factor = _STATE_COLUMNS[state_col]
         return cls(names, {n: i for i, n in enumerate(names)}, state_col, unit, factor)
@@ -385,7 +385,7 @@ def _check_increasing(
 
 
 def _measurement(src: str, layout: _Layout, columns: _Columns) -> Measurement:
-    """Build the :class:`Measurement`; an error unless every device/cycle has at least 2 readings."""
+    """Build the ``Measurement``; an error unless every device/cycle has at least 2 readings."""
     if not columns.state:
         raise MeasurementError(f"{src}: header only, no data rows; expected one row per pulse after the header")
     if len(columns.state) == 1:

@@ -2,9 +2,9 @@
 
 Phase-change memory and other uni-directional devices can be moved gradually only one way
 (SET); they are used in pairs, ``w = G+ - G-``, where a weight increase potentiates ``G+``
-and a decrease potentiates ``G-`` (aihwkit's ``OneSidedUnitCell``). :class:`OneSided` wraps
+and a decrease potentiates ``G-`` (aihwkit's ``OneSidedUnitCell``). ``OneSided`` wraps
 any model (STYLE.md 5: variants wrap a model) so that the shared pulse machinery
-(:func:`device_models.apply_pulses`, the fidelity rungs) applies only the up half.
+(``device_models.apply_pulses``, the fidelity rungs) applies only the up half.
 """
 
 from __future__ import annotations

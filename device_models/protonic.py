@@ -11,7 +11,7 @@ the channel mapped linearly onto the card's nominal range:
 
 .. math::
     \\frac{x - x_{lo}}{x_{hi} - x_{lo}} = \\frac{w - w_{min}}{w_{max} - w_{min}}
-    \\qquad (\\text{see } :func:`proton_fraction`),
+    \\qquad (\\text{see } ``proton_fraction``),
 
 where :math:`x` is the proton content of H\\ :sub:`x`\\ WO\\ :sub:`3` and
 :math:`[x_{lo}, x_{hi}]` the programming window (not needed by the model: only the fraction of
@@ -33,10 +33,10 @@ at ``w = 0`` at the card's reference pulse :math:`(V_{ref}, t_{ref})`. With
 .. math::
     M_\\pm(V, t_p) = \\left(\\frac{t_p}{t_{ref}}\\right)^{\\beta}
     \\frac{\\sinh(V / V_0)}{\\sinh(V_{ref,\\pm} / V_0)}
-    \\qquad (\\text{see } :func:`step_size`),
+    \\qquad (\\text{see } ``step_size``),
 
 and the noise-free up and down steps at state ``w`` of a cross-point with step scales
-:math:`s_\\pm` and bounds :math:`b_{max}, b_{min}` (:func:`~device_models.draw_crosspoints`) are
+:math:`s_\\pm` and bounds :math:`b_{max}, b_{min}` (``draw_crosspoints``) are
 
 .. math::
     \\Delta w_+ = s_+ M_+(V_+, t_p) \\max\\!\\left(1 - \\frac{w}{b_{max}}, 0\\right)^{\\nu_+},
@@ -47,15 +47,15 @@ The saturation factor (a soft bound with exponent :math:`\\nu`) describes the sh
 driving force as the channel fills with (or empties of) protons: :math:`\\nu = 0` is a constant
 step (the near-linear modulation reported by Onen 2022), :math:`\\nu = 1` is aihwkit's soft
 bounds. The up/down prefactor asymmetry is the common ``up_down`` parameter
-(:class:`~device_models.PulsedParams`); the operating voltages :math:`V_\\pm` and the exponents
+(``PulsedParams``); the operating voltages :math:`V_\\pm` and the exponents
 :math:`\\nu_\\pm` may also differ between up and down. At the card's operating point
 (:math:`V_\\pm = V_{ref,\\pm}`, :math:`t_p = t_{ref}`) :math:`M_\\pm = 1`, so ``dw_min`` keeps its
 aihwkit meaning (the step at ``w = 0``) and the model trains through the shared pulsed-update
 machinery (cycle-to-cycle noise multiplies the step, then the state is clipped to the bounds).
 
-Helpers: :func:`step_size` (the multiplier, vectorised and differentiable),
-:func:`nominal_step` (the same in weight units), :func:`conductance_s` (conductance of a
-state), :func:`proton_fraction`, :func:`pulse_energy_j` (energy of one gate pulse).
+Helpers: ``step_size`` (the multiplier, vectorised and differentiable),
+``nominal_step`` (the same in weight units), ``conductance_s`` (conductance of a
+state), ``proton_fraction``, ``pulse_energy_j`` (energy of one gate pulse).
 
 References:
     Yao et al., "Protonic solid-state electrochemical synapse for physical neural networks",
@@ -216,7 +216,7 @@ def step_size(model: Protonic, voltage_v: Any, width_s: Any, *, up: bool = True)
         \\frac{\\sinh(V / V_0)}{\\sinh(V_{ref} / V_0)}, \\qquad V_0 = \\frac{2 k_B T d}{q a}
 
     :math:`M = 1` at the reference, so the step at ``w = 0`` in weight units is
-    ``dw_min * M`` (times the up/down bias; see :func:`nominal_step`). The ratio is computed
+    ``dw_min * M`` (times the up/down bias; see ``nominal_step``). The ratio is computed
     as :math:`e^{x-y}\\,\\mathrm{expm1}(-2x)/\\mathrm{expm1}(-2y)`, finite for any field, and
     :math:`t_p^{\\beta}` uses the double-``where`` trick, so values and gradients stay finite
     at :math:`t_p = 0`.
@@ -251,7 +251,7 @@ def step_size(model: Protonic, voltage_v: Any, width_s: Any, *, up: bool = True)
 def nominal_step(model: Protonic, voltage_v: Any, width_s: Any, *, up: bool = True) -> jax.Array:
     """Nominal step at ``w = 0`` in weight units: ``dw_min * bias * step_size(...)``.
 
-    ``bias`` is the up/down asymmetry of :func:`~device_models.draw_crosspoints`
+    ``bias`` is the up/down asymmetry of ``draw_crosspoints``
     (:math:`1` or :math:`1 + \\text{up\\_down}` for up, :math:`1 - \\text{up\\_down}` or
     :math:`1` for down).
     """
@@ -284,13 +284,13 @@ def conductance_s(
     In the small-insertion regime each proton donates one electron to the WO3 conduction band
     and the mobility is about constant, so by Drude :math:`G \\propto q n \\mu \\propto x`
     within the programming window; this is the same linear weight-to-conductance map that
-    :mod:`device_models.cards` uses. Over wide ranges it does not hold: Yao 2020 reports that
+    ``device_models.cards`` uses. Over wide ranges it does not hold: Yao 2020 reports that
     proton insertion raises both carrier density and mobility, modulating the channel over
     seven orders of magnitude (abstract), so :math:`g_{min}, g_{max}` must bound a narrow
     window. The state is not clipped; a state beyond the nominal bounds extrapolates.
 
     Args:
-      model_or_card: a :class:`~device_models.DeviceCard` (its ``g_min_s``/``g_max_s``
+      model_or_card: a ``DeviceCard`` (its ``g_min_s``/``g_max_s``
         physical values are used) or a model (then ``g_min_s`` and ``g_max_s`` are required).
       w: state(s), normalised weight units (array-like).
       g_min_s: conductance at ``w_min`` (S); overrides the card's.

@@ -1,8 +1,8 @@
 """The pulsed-device core shared by every step-response model.
 
 A pulsed device (aihwkit's ``PulsedDevice``) is described by a *nominal* parameter set
-(:class:`PulsedParams`, one value per card) from which each cross-point of an array draws its
-own parameters once, at array creation (:class:`CrossPoints`, device-to-device variation).
+(``PulsedParams``, one value per card) from which each cross-point of an array draws its
+own parameters once, at array creation (``CrossPoints``, device-to-device variation).
 Every pulse then moves the cross-point's state ``w`` (normalised weight units) by a
 model-specific step, multiplied by fresh cycle-to-cycle noise, and clipped to the
 cross-point's bounds:
@@ -13,9 +13,9 @@ cross-point's bounds:
     \\; b_{min}, b_{max}\\big), \\qquad \\xi \\sim \\mathcal{N}(0, 1).
 
 The model-specific part (``step_up``/``step_down``) lives in one module per model
-(:mod:`device_models.constant_step`, :mod:`device_models.soft_bounds`,
-:mod:`device_models.linear_step`, :mod:`device_models.exp_step`, :mod:`device_models.pow_step`,
-:mod:`device_models.piecewise_step`); everything here is shared.
+(``device_models.constant_step``, ``device_models.soft_bounds``,
+``device_models.linear_step``, ``device_models.exp_step``, ``device_models.pow_step``,
+``device_models.piecewise_step``); everything here is shared.
 
 References:
     Gokmen & Vlasov, "Acceleration of deep neural network training with resistive cross-point
@@ -114,7 +114,7 @@ class CrossPoints:
 
     The fields after ``dw_min_std`` are ``None`` when the device does not use them (no decay,
     no diffusion, no per-device model parameter), so that a device without that physics pays
-    nothing for it; :func:`crosspoints` fills them from the draws the device needs.
+    nothing for it; ``crosspoints`` fills them from the draws the device needs.
     """
 
     scale_up: jax.Array  # step of one up pulse at the reference state (weight units)
@@ -174,11 +174,11 @@ class AbstractPulsedModel(abc.ABC):
     """Interface of a pulsed step-response model.
 
     A concrete model is a frozen dataclass registered as a pytree with a ``pulsed``
-    (:class:`PulsedParams`) field plus its own continuous parameters. It only has to say how
+    (``PulsedParams``) field plus its own continuous parameters. It only has to say how
     large one noise-free up or down step is at state ``w``; drawing, noise and clipping are
-    shared (:func:`apply_pulses`). ``parameter_rules`` names every model-specific field (all
+    shared (``apply_pulses``). ``parameter_rules`` names every model-specific field (all
     dataclass fields but ``pulsed``) with what a card may set it to
-    (:mod:`device_models.cards`).
+    (``device_models.cards``).
     """
 
     name: ClassVar[str]
@@ -209,7 +209,7 @@ class AbstractPulsedModel(abc.ABC):
 
     def noisy_step(self, cp: CrossPoints, w: jax.Array, pulses: jax.Array, xi: jax.Array) -> jax.Array:
         """Signed change of one slot of ``pulses`` before clipping, given standard normals ``xi``:
-        the noise-free step plus :meth:`step_noise_std` times ``xi``."""
+        the noise-free step plus ``step_noise_std`` times ``xi``."""
         dw = expected_step(self, cp, w, pulses)
         # signed like the step, so that the multiplicative law is dw (1 + sigma xi) draw for draw
         std = jnp.where(pulses > 0, self.step_noise_std(cp, w, True), -self.step_noise_std(cp, w, False))
@@ -217,25 +217,25 @@ class AbstractPulsedModel(abc.ABC):
 
     def sample_step(self, cp: CrossPoints, w: jax.Array, pulses: jax.Array, *, key: jax.Array | None) -> jax.Array:
         """Signed change of one slot of ``pulses`` before clipping, with cycle-to-cycle noise
-        (:meth:`noisy_step`); a model with its own noise law (a measured lookup table) overrides
-        it together with :meth:`step_variance`. ``key=None`` gives the noise-free step.
+        (``noisy_step``); a model with its own noise law (a measured lookup table) overrides
+        it together with ``step_variance``. ``key=None`` gives the noise-free step.
         """
         if key is None:
             return expected_step(self, cp, w, pulses)
         return self.noisy_step(cp, w, pulses, jax.random.normal(key, w.shape, w.dtype))
 
     def step_variance(self, cp: CrossPoints, w: jax.Array, up: bool) -> jax.Array:
-        """Variance of one pulse's change at ``w`` (consistent with :meth:`sample_step`)."""
+        """Variance of one pulse's change at ``w`` (consistent with ``sample_step``)."""
         return self.step_noise_std(cp, w, up) ** 2
 
     def extra_draws(self) -> tuple[str, ...]:
-        """Names of the model's own per-device draws (:data:`EXTRA_DRAWS`) that its concrete
+        """Names of the model's own per-device draws (``EXTRA_DRAWS``) that its concrete
         parameters need (a spread > 0); none by default."""
         return ()
 
     def own_crosspoints(self, draws: CrossPointDraws, common: dict) -> dict:
         """The model's own per-cross-point parameters (``shape_up``/``shape_down`` of
-        :class:`CrossPoints`, or changed ``b_max``/``b_min``) from the draws and the common
+        ``CrossPoints``, or changed ``b_max``/``b_min``) from the draws and the common
         per-cross-point values ``common`` (``scale_up``, ``scale_down``, ``b_max``, ``b_min``); none by default."""
         return {}
 
@@ -264,10 +264,10 @@ class CrossPointDraws:
     """The standard-normal draws behind an array's device-to-device variation, drawn once.
 
     Kept apart from the nominal parameters, so that the cross-points of any parameter set
-    follow from the same draws (:func:`crosspoints`): a sweep over a nominal parameter, or a
+    follow from the same draws (``crosspoints``): a sweep over a nominal parameter, or a
     gradient with respect to it, moves every cross-point consistently (common random numbers).
     The four common arrays have the array's shape, dimensionless; ``extra`` holds the optional
-    draws the device needs (:data:`EXTRA_DRAWS`, :func:`needed_draws`), by name.
+    draws the device needs (``EXTRA_DRAWS``, ``needed_draws``), by name.
     """
 
     gain: jax.Array  # xi_1: step gain spread (times dw_min_dtod)
@@ -278,7 +278,7 @@ class CrossPointDraws:
 
 
 def needed_draws(model: AbstractPulsedModel) -> tuple[str, ...]:
-    """The optional draws (:data:`EXTRA_DRAWS`) that ``model``'s concrete parameters need."""
+    """The optional draws (``EXTRA_DRAWS``) that ``model``'s concrete parameters need."""
     p = model.pulsed
     names = []
     pos = in_use
@@ -299,7 +299,7 @@ def standard_draws(
     shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32, extra: tuple[str, ...] = ()
 ) -> CrossPointDraws:
     """Draw the four standard normals of every cross-point of an array of ``shape``, and the
-    optional draws named in ``extra`` (:data:`EXTRA_DRAWS`; :func:`needed_draws` of a model)."""
+    optional draws named in ``extra`` (``EXTRA_DRAWS``; ``needed_draws`` of a model)."""
     k_gain, k_ud, k_max, k_min = jax.random.split(key, 4)
     unknown = sorted(set(extra) - set(EXTRA_DRAWS))
     if unknown:
@@ -338,7 +338,7 @@ def crosspoints(model: AbstractPulsedModel, draws: CrossPointDraws) -> CrossPoin
     """Each cross-point's own parameters from the nominal ones and the array's draws.
 
     Follows aihwkit's ``PulsedDevice`` population (``rpu_pulsed_device.cpp``, ``populate``):
-    with the draws :math:`\\xi_1 .. \\xi_4` (:class:`CrossPointDraws`),
+    with the draws :math:`\\xi_1 .. \\xi_4` (``CrossPointDraws``),
 
     .. math::
         g = 1 + \\sigma_{dw}\\xi_1 \\;(\\text{or } e^{\\sigma_{dw}\\xi_1}), \\quad r = \\sigma_{ud}\\xi_2, \\quad
@@ -349,16 +349,16 @@ def crosspoints(model: AbstractPulsedModel, draws: CrossPointDraws) -> CrossPoin
 
     where :math:`u_+ = 0, u_- = -\\text{up\\_down}` if ``up_down > 0`` and
     :math:`u_+ = \\text{up\\_down}, u_- = 0` otherwise; then ``enforce_consistency``
-    (:func:`_consistent`), stuck devices (``corrupt_devices_prob``), and the decay, reset and
+    (``_consistent``), stuck devices (``corrupt_devices_prob``), and the decay, reset and
     diffusion parameters of each device where the card uses them. A pure function of arrays:
     it can be vmapped over parameter sets and differentiated.
 
     Args:
       model: the device model (its ``pulsed`` field holds the nominal parameters).
-      draws: the array's draws (:func:`standard_draws`).
+      draws: the array's draws (``standard_draws``).
 
     Returns:
-      The :class:`CrossPoints` of the array, in the draws' dtype.
+      The ``CrossPoints`` of the array, in the draws' dtype.
     """
     p = model.pulsed
     dtype = draws.gain.dtype
@@ -395,7 +395,7 @@ def crosspoints(model: AbstractPulsedModel, draws: CrossPointDraws) -> CrossPoin
 
 def _lifetime_fields(p: PulsedParams, ex: dict) -> dict:
     """Decay, reset and diffusion parameters of each device, where the device has the draws that
-    switch them on (:func:`needed_draws`, a static fact) (aihwkit ``populate``: decay scale
+    switch them on (``needed_draws``, a static fact) (aihwkit ``populate``: decay scale
     ``1 - 1/t`` for a lifetime ``t > 1`` drawn with ``lifetime_dtod``, else 0, and 1 (no decay)
     for a lifetime of 0; reset bias ``reset + reset_dtod xi``; diffusion rate
     ``|diffusion (1 + diffusion_dtod xi)|``). Fields the device does not use stay ``None``."""
@@ -423,7 +423,7 @@ def draw_crosspoints(
     model: AbstractPulsedModel, shape: tuple[int, ...], *, key: jax.Array, dtype=jnp.float32
 ) -> CrossPoints:
     """Draw each cross-point's own parameters (device-to-device variation), once:
-    :func:`crosspoints` of :func:`standard_draws`.
+    ``crosspoints`` of ``standard_draws``.
 
     Args:
       model: the device model (its ``pulsed`` field holds the nominal parameters).
@@ -432,7 +432,7 @@ def draw_crosspoints(
       dtype: float dtype of the drawn arrays.
 
     Returns:
-      The :class:`CrossPoints` of the array.
+      The ``CrossPoints`` of the array.
     """
     return crosspoints(model, standard_draws(shape, key=key, dtype=dtype, extra=needed_draws(model)))
 

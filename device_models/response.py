@@ -1,7 +1,7 @@
 """Pulse response of a population of devices: single pulses in a given order, no bit streams.
 
 ``K`` devices, each with its own parameters (device-to-device variation drawn once with
-:func:`~device_models.draw_crosspoints`), receive the same pulse sequence, e.g. 200
+``draw_crosspoints``), receive the same pulse sequence, e.g. 200
 potentiating pulses then 200 depressing ones. After every pulse the population's mean and
 standard deviation (over devices, ``ddof = 0``) of the state and of the *fraction*
 
@@ -9,10 +9,10 @@ standard deviation (over devices, ``ddof = 0``) of the state and of the *fractio
     f = \\frac{w - w_{min}}{w_{max} - w_{min}}
 
 (with the card's **nominal** bounds) are recorded. Each pulse is one slot of
-:func:`~device_models.apply_pulses` (cycle-to-cycle noise, then clipping to each device's
-bounds); the pulses run in a :func:`jax.lax.scan`.
+``apply_pulses`` (cycle-to-cycle noise, then clipping to each device's
+bounds); the pulses run in a ``jax.lax.scan``.
 
-:func:`expected_response` is the noise-free trajectory of the nominal device (or of given
+``expected_response`` is the noise-free trajectory of the nominal device (or of given
 cross-points), :math:`w_{n+1} = \\mathrm{clip}(w_n \\pm \\Delta w_\\pm(w_n), b_{min}, b_{max})`. For
 models whose step is affine in ``w`` (constant step, linear step, soft bounds, protonic with
 :math:`\\nu \\in \\{0, 1\\}`) and multiplicative cycle-to-cycle noise, it is also the exact mean
@@ -76,7 +76,7 @@ def pulse_polarities(pulses: Sequence[int]) -> np.ndarray:
     """Expand ``[+N, -M, ...]`` (N potentiating, then M depressing, ...) into one +1/-1 per pulse.
 
     Raises:
-      ValueError: an entry is not a non-zero integer, or the total exceeds :data:`MAX_PULSES`.
+      ValueError: an entry is not a non-zero integer, or the total exceeds ``MAX_PULSES``.
     """
     counts = list(pulses)
     if not counts:
@@ -175,7 +175,7 @@ def simulate_response(
     Args:
       model: the device model with the card's nominal parameters.
       pulses: counts in order, ``[+N, -M, ...]``: N potentiating pulses, then M depressing ones.
-      devices: number of devices K (>= 1), each drawn with :func:`draw_crosspoints` (shape ``(K,)``).
+      devices: number of devices K (>= 1), each drawn with ``draw_crosspoints`` (shape ``(K,)``).
       start: initial state (normalised weight units, within the nominal range), clipped to each
         device's own bounds; ``None`` starts every device at its own lower bound.
       noise_free: no device-to-device variation (every device nominal) and no
@@ -184,11 +184,11 @@ def simulate_response(
         ``noise_free``).
 
     The statistics are of the weight a read sees: the state minus the device's own reference
-    (a reference device, :class:`~device_models.SoftBoundsReference`) plus a fresh draw of the
+    (a reference device, ``SoftBoundsReference``) plus a fresh draw of the
     write noise after every pulse (``write_noise_std``), as aihwkit's ``get_weights`` returns.
 
     Returns:
-      A :class:`Response` with per-pulse statistics taken after each pulse.
+      A ``Response`` with per-pulse statistics taken after each pulse.
 
     Raises:
       ValueError: bad ``pulses``, ``devices < 1`` or ``start`` outside the nominal range.
@@ -253,7 +253,7 @@ def expected_response(
       model: the device model.
       pulses: counts in order, ``[+N, -M, ...]``.
       start: initial state (normalised weight units); ``None`` is the lower bound.
-      crosspoints: devices to follow (e.g. :attr:`Response.crosspoints`); default the nominal one.
+      crosspoints: devices to follow (e.g. ``Response.crosspoints``); default the nominal one.
 
     Returns:
       States after each pulse, shape ``(P,)`` for the nominal device or ``(P, K)`` for ``K``

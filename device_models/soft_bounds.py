@@ -62,13 +62,13 @@ def _spread_rule() -> ParameterRule:
 class SoftBoundsReference(AbstractPulsedModel):
     """Soft bounds read against a reference device (aihwkit ``SoftBoundsReferenceDevice``).
 
-    The steps are those of :class:`SoftBounds`; in addition each cross-point's slopes
+    The steps are those of ``SoftBounds``; in addition each cross-point's slopes
     :math:`s_\\pm / b_\\pm` get their own spread (``slope_up_dtod``/``slope_down_dtod``, which
     move the bounds), and each cross-point is read against a reference
     :math:`r = r_{mean} + r_{std}\\xi` (a second device programmed once), plus the cross-point's
     own symmetry point :math:`(s_+ - s_-)/(s_+/b_{max} - s_-/b_{min})` when
     ``subtract_symmetry_point`` is on: the weight is the state minus :math:`r`
-    (:meth:`device_reference`, used as the layer's :class:`~analogsim.layers.Reference`). aihwkit's
+    (``device_reference``, used as the layer's ``Reference``). aihwkit's
     default noise for this class is additive (``mult_noise = false``).
 
     Reference: IBM aihwkit, ``rpu_softbounds_reference_device.cpp`` (``populate``).

@@ -1,5 +1,5 @@
 """Each cross-point's symmetry point: where an up and a down step are equal
-(:func:`symmetry_point`)."""
+(``symmetry_point``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The package's one TOML writer: a card document (a dict, as :func:`tomllib.loads` returns it) as text.
+"""The package's one TOML writer: a card document (a dict, as ``tomllib.loads`` returns it) as text.
 
 Top-level values come first, then one ``[section.field]`` table per entry; keys are bare where
 TOML allows it and quoted otherwise. Only values a card can hold are written (strings, booleans,
-integers, finite floats and arrays of these); anything else raises :class:`CardError`.
+integers, finite floats and arrays of these); anything else raises ``CardError``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _toml_scalar(value: Any, field: str = "") -> str:
 def card_toml(doc: dict[str, Any], *, comment: str = "") -> str:
     """TOML text of a card document (top-level values, then one table per entry).
 
-    This is the package's one TOML writer (:meth:`device_models.FitResult.to_card_toml` uses it
+    This is the package's one TOML writer (``device_models.FitResult.to_card_toml`` uses it
     too). ``comment``, where given, opens the text, each of its lines as a ``#`` comment.
 
     Raises:

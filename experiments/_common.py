@@ -1,9 +1,9 @@
 """Plumbing shared by the experiment scripts: the common flags, the no-overwrite rule, and
 writing ``results.json`` beside the plot.
 
-Each script builds its own ``argparse`` parser from :func:`parser` (which adds ``--quick``,
+Each script builds its own ``argparse`` parser from ``parser`` (which adds ``--quick``,
 ``--tiny``, ``--out`` and ``--force``), then hands its ``run`` and ``plot`` functions to
-:func:`write_results`. Nothing here is part of the library's API; the scripts use only
+``write_results``. Nothing here is part of the library's API; the scripts use only
 ``analogsim`` and ``device_models`` for the science.
 """
 

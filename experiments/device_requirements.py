@@ -2,7 +2,7 @@
 
 Gokmen & Vlasov asked how good a resistive cross-point device (an "RPU") must be for
 stochastic-pulse SGD to train as well as floating point, by degrading one property at a
-time. This script does the same on constant-step devices (:class:`device_models.ConstantStep`,
+time. This script does the same on constant-step devices (``device_models.ConstantStep``,
 aihwkit's ``ConstantStepDevice`` semantics), starting from an ideal baseline (``dw_min`` =
 0.001 over the aihwkit range [-0.6, 0.6], i.e. 1200 states; no asymmetry; no device-to-device
 or cycle-to-cycle variation) and varying:

@@ -7,7 +7,7 @@ Part 1, the paper's figures (each printed beside the paper's number):
   nominal device and a population of devices (the card's assumed spreads and noise) are pulsed;
   the resistances at the turning point and at the end and the dynamic range are read off. The
   card's step sizes were calibrated so that the nominal device crosses the window in 1000
-  pulses each way (:func:`calibrate_steps`, recomputed here and compared with the card), so the
+  pulses each way (``calibrate_steps``, recomputed here and compared with the card), so the
   nominal endpoints agree by construction; the population's do not have to.
 - Fig. 3: the conductance change of one pulse against its voltage (Eq. 1, the sinh law, with
   a = 5.6 Å, for d = 10 nm and 5 nm) and against its width (t^1.2). The mean first step of a

@@ -1,7 +1,7 @@
 """Operating point of the protonic WO3 synapse: gate voltage and pulse width against accuracy and energy.
 
 The ``wo3-psg-onen2022`` card programs with 10 V, 5 ns gate pulses. The protonic model
-(:mod:`device_models.protonic`) scales the step of any other pulse by
+(``device_models.protonic``) scales the step of any other pulse by
 
 .. math::
     M(V, t_p) = \\left(\\frac{t_p}{t_{ref}}\\right)^{\\beta} \\frac{\\sinh(V/V_0)}{\\sinh(V_{ref}/V_0)},
@@ -21,7 +21,7 @@ Per point the card gets:
   ``--controller card`` the controller keeps the card's ``dw_min`` (calibrated at 10 V, 5 ns)
   while the device steps by ``M`` times that, so the effective learning rate scales with ``M``;
 - ``physical.gate_charging_energy`` = :math:`C_g V^2` and ``physical.ion_transfer_energy`` =
-  :math:`V Q_0 M` (their sum is the pulse energy, :func:`device_models.pulse_energy_j`), with
+  :math:`V Q_0 M` (their sum is the pulse energy, ``device_models.pulse_energy_j``), with
   :math:`C_g = 2.5\\times10^{-17}` F and :math:`Q_0 = 1.5\\times10^{-18}` C: the card's 2.5 fJ and
   15 aJ at 10 V, 5 ns (Onen et al., Science 2022, main text) divided by :math:`V^2` and :math:`V`.
 

@@ -2,8 +2,8 @@
 
 For each card, train on the digits set with ``--checkpoint-dir`` (the whole state is saved),
 then evaluate the checkpoint after t = 0, 1 min, 1 h, 1 d, 1 w and 1 y
-(:func:`analogsim.inference.evaluate_after`): every stored state goes through the card's
-``[retention]`` model (:mod:`device_models.retention`: relaxation toward a rest state with time
+(``analogsim.inference.evaluate_after``): every stored state goes through the card's
+``[retention]`` model (``device_models.retention``: relaxation toward a rest state with time
 constant ``tau``, and/or power-law drift :math:`w(t_0)(t/t_0)^{-\\nu}`), every read sees the
 card's read noise, with and without *global drift compensation* (each layer's output rescaled
 by :math:`\\sum|W(0)| / \\sum|W(t)|`, one calibration read after the wait).

@@ -108,4 +108,6 @@ def test_version_is_the_installed_distributions():
 
     proc = run("--version")
     assert proc.returncode == 0
-    assert proc.stdout.strip() == f"analogsim {metadata.version('analogsim')}" == f"analogsim {analogsim.__version__}"
+    assert (
+        proc.stdout.strip() == f"analogsim {metadata.version('analogsim-jax')}" == f"analogsim {analogsim.__version__}"
+    )

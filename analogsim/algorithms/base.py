@@ -169,7 +169,7 @@ class AbstractUpdateRule(abc.ABC):
           model: device model of the arrays.
           cp: cross-point parameters of the read array ``w``.
           w: (out, in) states of the read array.
-          state: this rule's state (from :meth:`init`).
+          state: this rule's state (from ``init``).
           x: (rows, in) layer inputs of the batch.
           d: (rows, out) errors at the layer output (zero rows: padding).
           lr: the SGD learning rate.

@@ -29,7 +29,7 @@ class DifferentialPair(AbstractUpdateRule):
     ``OneSidedUnitCell``, as used for PCM).
 
     Each pair sees the same pulse trains: coincidences that would raise ``w`` potentiate ``G+``,
-    those that would lower it potentiate ``G-`` (:class:`device_models.OneSided`: neither
+    those that would lower it potentiate ``G-`` (``device_models.OneSided``: neither
     device is ever depressed by an update). A device that nears its upper bound cannot take
     more updates, so after every mini-batch the pairs where ``max(G+, G-)`` exceeds
     ``refresh_threshold`` of the device's upper bound are *refreshed*: ``w`` is read, both

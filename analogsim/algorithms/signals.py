@@ -1,9 +1,9 @@
-"""The parts a transfer rule (:class:`~analogsim.algorithms.Transfer`) is composed of, each a
+"""The parts a transfer rule (``Transfer``) is composed of, each a
 frozen dataclass of settings with its own NamedTuple state:
 
-- what a read column of the fast array ``A`` contributes (:class:`Plain`, :class:`Chopper`,
-  :class:`RunningReference`);
-- :class:`Buffer`: TTv2's digital buffer ``H`` between ``A`` and ``C``, which sends whole pulses
+- what a read column of the fast array ``A`` contributes (``Plain``, ``Chopper``,
+  ``RunningReference``);
+- ``Buffer``: TTv2's digital buffer ``H`` between ``A`` and ``C``, which sends whole pulses
   where it crosses a threshold.
 
 References:
@@ -41,8 +41,8 @@ def _probability(owner: str, name: str, v: float) -> None:
 
 class AbstractColumnSignal(abc.ABC):
     """What a read column of ``A`` adds to the buffer (or writes into ``C``), and how the
-    gradient's inputs are modulated. Final implementations: :class:`Plain`, :class:`Chopper`,
-    :class:`RunningReference`."""
+    gradient's inputs are modulated. Final implementations: ``Plain``, ``Chopper``,
+    ``RunningReference``."""
 
     @abc.abstractmethod
     def init(self, w: jax.Array, *, key: jax.Array) -> Any:

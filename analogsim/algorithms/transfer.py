@@ -1,6 +1,6 @@
-"""The Tiki-Taka family as one composed rule: :class:`Transfer`, with a column signal and an
-optional buffer (:mod:`analogsim.algorithms.signals`). TTv1, TTv2, chopped TTv2 and AGAD are
-settings of it (:func:`TikiTaka`, :func:`TTv2`, :func:`ChoppedTTv2`, :func:`AGAD`).
+"""The Tiki-Taka family as one composed rule: ``Transfer``, with a column signal and an
+optional buffer (``analogsim.algorithms.signals``). TTv1, TTv2, chopped TTv2 and AGAD are
+settings of it (``TikiTaka``, ``TTv2``, ``ChoppedTTv2``, ``AGAD``).
 
 The gradient goes into a fast array ``A`` with its own devices; every ``transfer_every``
 mini-batches ``columns_per_transfer`` columns of ``A`` are read (one-hot inputs through the
@@ -8,7 +8,7 @@ mini-batches ``columns_per_transfer`` columns of ``A`` are read (one-hot inputs 
 without a buffer it is written into the slow array ``C`` by a pulsed update (TTv1), with one it
 accumulates in the buffer, which sends whole pulses into ``C``. The network reads
 ``C + gamma A``. ``A``'s device-to-device variation is kept as standard-normal draws
-(:class:`device_models.CrossPointDraws`); its cross-points follow from them and the device model
+(``device_models.CrossPointDraws``); its cross-points follow from them and the device model
 at every update, so a sweep or gradient over a device parameter reaches ``A`` too.
 """
 
@@ -33,7 +33,7 @@ __all__ = ["AGAD", "ChoppedTTv2", "TTv2", "TikiTaka", "Transfer", "TransferState
 
 
 class TransferState(NamedTuple):
-    """State of a :class:`Transfer` rule."""
+    """State of a ``Transfer`` rule."""
 
     fast: jax.Array  # A (out, in): the array the gradient pulses go to
     fast_draws: CrossPointDraws  # the standard normals of A's device-to-device variation (drawn once)
@@ -174,7 +174,7 @@ def _composed(label: str, build):
 def TikiTaka(**settings) -> Transfer:  # noqa: N802  (a rule's name, as aihwkit's)
     """Tiki-Taka v1 (Gokmen & Haensch, Front. Neurosci. 14, 103, 2020; aihwkit
     ``TransferCompound`` defaults: one column per mini-batch, ``fast_lr = transfer_lr = 1``
-    relative to the SGD learning rate, ``gamma = 0``). ``settings``: :class:`Transfer` fields."""
+    relative to the SGD learning rate, ``gamma = 0``). ``settings``: ``Transfer`` fields."""
     return _composed("TikiTaka", lambda: Transfer(name="tiki-taka", **settings))
 
 
@@ -187,7 +187,7 @@ def TTv2(  # noqa: N802
     **settings,
 ) -> Transfer:
     """Tiki-Taka v2 (Gokmen, Front. Artif. Intell. 4, 699148, 2021; aihwkit
-    ``BufferedTransferCompound`` defaults): :class:`Transfer` with a :class:`Buffer`."""
+    ``BufferedTransferCompound`` defaults): ``Transfer`` with a ``Buffer``."""
     return _composed(
         "TTv2",
         lambda: Transfer(
@@ -227,7 +227,7 @@ def ChoppedTTv2(  # noqa: N802
 ) -> Transfer:
     """Chopped TTv2 (Rasch et al., arXiv 2303.04721, 2023; aihwkit ``ChoppedTransferCompound``
     defaults: one column read per mat-vec, ``fast_lr = 1`` absolute, chopper flip probability
-    0.1, no momentum): :class:`Transfer` with a :class:`Buffer` and a :class:`Chopper`."""
+    0.1, no momentum): ``Transfer`` with a ``Buffer`` and a ``Chopper``."""
     signal = lambda: Chopper(in_chop_prob)  # noqa: E731
     args = (thres_scale, momentum, forget_buffer, scale_fast_lr, transfer_update, settings)
     return _chopped("ChoppedTTv2", "chopped-ttv2", signal, *args)
@@ -244,7 +244,7 @@ def AGAD(  # noqa: N802
     **settings,
 ) -> Transfer:
     """AGAD (same paper; simplified aihwkit ``DynamicTransferCompound``): chopped TTv2 with a
-    running-mean reference of A's reads (:class:`RunningReference`)."""
+    running-mean reference of A's reads (``RunningReference``)."""
     signal = lambda: RunningReference(in_chop_prob)  # noqa: E731
     args = (thres_scale, momentum, forget_buffer, scale_fast_lr, transfer_update, settings)
     return _chopped("AGAD", "agad", signal, *args)

@@ -1,5 +1,5 @@
 """Scale-out: the training step jitted over a device mesh with the batch split along one axis
-(:mod:`analogsim.parallel` explains the numerics and the multi-host recipe)."""
+(``analogsim.parallel`` explains the numerics and the multi-host recipe)."""
 
 from __future__ import annotations
 
@@ -88,10 +88,10 @@ def _partitionable_mulhi(platform: str, devices: tuple[jax.Device, ...]) -> bool
     lowering had to be registered.
 
     JAX 0.10.2 lowers ``mulhi`` (used by the Philox generator that
-    :mod:`analogsim.pulsed_update` draws with) to ``chlo.mulhi``, which the Shardy partitioner's
+    ``analogsim.pulsed_update`` draws with) to ``chlo.mulhi``, which the Shardy partitioner's
     MHLO round trip cannot convert back ("Unable to convert MHLO to StableHLO") as soon as a
     program spans more than one device. Where a probe compile fails, this registers a
-    platform-specific lowering built from half-width products (:func:`_mulhi_split`), which gives
+    platform-specific lowering built from half-width products (``_mulhi_split``), which gives
     the same bits; where the probe compiles (a fixed JAX), nothing changes.
     """
     mesh = Mesh(np.asarray(devices), ("probe",))
@@ -113,7 +113,7 @@ def shard_step(step: Callable, mesh: Mesh, *, axis: str = "data", donate: bool =
 
     Args:
       step: an unjitted step, e.g. from ``make_train_step(..., jit=False)``.
-      mesh: the device mesh (:func:`data_mesh`).
+      mesh: the device mesh (``data_mesh``).
       axis: the mesh axis the batch is split over.
       donate: donate the input state's buffers.
 
@@ -159,18 +159,18 @@ def shard_step(step: Callable, mesh: Mesh, *, axis: str = "data", donate: bool =
 def make_data_parallel_step(
     model: nnx.Module, tx: optax.GradientTransformation, lr: float, mesh: Mesh | None = None, *, axis: str = "data"
 ):
-    """:func:`~analogsim.make_train_step` split over the devices of ``mesh`` along the batch.
+    """``make_train_step`` split over the devices of ``mesh`` along the batch.
 
     Args:
-      model: the nnx model (as for :func:`~analogsim.make_train_step`).
+      model: the nnx model (as for ``make_train_step``).
       tx: optax transformation of the digital parameters.
       lr: learning rate of the pulsed update.
-      mesh: device mesh; default :func:`data_mesh` over all of ``jax.devices()``.
+      mesh: device mesh; default ``data_mesh`` over all of ``jax.devices()``.
       axis: the mesh axis of the batch.
 
     Returns:
-      ``(graphdef, state, step)`` as :func:`~analogsim.make_train_step`, with ``state``
-      replicated on the mesh and ``step`` from :func:`shard_step`.
+      ``(graphdef, state, step)`` as ``make_train_step``, with ``state``
+      replicated on the mesh and ``step`` from ``shard_step``.
 
     Example:
       >>> graphdef, state, step = make_data_parallel_step(model, optax.sgd(0.1), 0.1)

@@ -1,5 +1,5 @@
 """Sweeps: ``N`` variants of one network (seeds or device parameter sets) trained and evaluated
-in one compiled program, ``vmap``-ed over stacked states (:mod:`analogsim.parallel`)."""
+in one compiled program, ``vmap``-ed over stacked states (``analogsim.parallel``)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
 
 
 def unstack_state(state: TrainState, i: int) -> TrainState:
-    """Variant ``i`` of a stacked state (an ordinary state for :func:`~analogsim.evaluate` and
+    """Variant ``i`` of a stacked state (an ordinary state for ``evaluate`` and
     checkpoints).
 
     Key leaves (read-noise streams) are rebuilt from their key data, so that taking a variant
@@ -84,7 +84,7 @@ def _num_variants(state: TrainState) -> int:
 def make_sweep_step(models: Sequence[nnx.Module], tx: optax.GradientTransformation, lr: float, *, jit: bool = True):
     """One training step for ``N`` variants of a network, ``vmap``-ed into one program.
 
-    Each variant takes the step of :func:`~analogsim.make_train_step` (forward and backward
+    Each variant takes the step of ``make_train_step`` (forward and backward
     analog reads, optax update of the digital parameters, pulsed update of every array,
     energy ledger) on its own slice of the stacked state, with its own key:
 
@@ -94,14 +94,14 @@ def make_sweep_step(models: Sequence[nnx.Module], tx: optax.GradientTransformati
 
     Args:
       models: ``N >= 1`` models of one configuration, differing only in their state (seeds,
-        :func:`device_variants`); their ``GraphDef`` (structure and static attributes: sizes,
+        ``device_variants``); their ``GraphDef`` (structure and static attributes: sizes,
         device model, periphery, update settings, rule) must be equal.
       tx: optax transformation of the digital parameters (shared).
       lr: learning rate of the pulsed update (shared: it is a constant of the program).
       jit: jit the step (donating the state); ``False`` gives the plain vmapped function.
 
     Returns:
-      ``(graphdef, state, step)``: ``state`` is the stacked :class:`~analogsim.training.TrainState`
+      ``(graphdef, state, step)``: ``state`` is the stacked ``TrainState``
       (every leaf has a leading axis of size ``N``) and ``step(state, x_all, y_all, idx, mask,
       keys) -> (state, metrics)`` with ``keys`` (N,) PRNG keys, ``idx``/``mask`` either (batch,)
       shared by all variants or (N, batch) one batch order per variant; ``metrics`` entries
@@ -197,23 +197,23 @@ def device_variants(
     key: jax.Array,
 ) -> list[nnx.Module]:
     """Copies of ``model``, one per device parameter set, that differ only in their device
-    model's parameter values (so :func:`make_sweep_step` trains them all in one program).
+    model's parameter values (so ``make_sweep_step`` trains them all in one program).
 
-    In every analog layer of each copy the :class:`~analogsim.layers.DeviceModel` is replaced by
+    In every analog layer of each copy the ``DeviceModel`` is replaced by
     the variant's model (its parameters as arrays), the weights are clipped to the cross-points'
     new bounds, and the update rule's state is initialised again from the variant (a Tiki-Taka
     rule's fast array draws its own cross-points, with a key that depends on the layer only).
-    The layer's device-to-device draws (:class:`~analogsim.layers.DeviceDraws`) are kept: all
+    The layer's device-to-device draws (``DeviceDraws``) are kept: all
     variants see the same standard normals (common random numbers), so they differ only
     through the parameter values. Any continuous parameter can be swept (``dw_min`` too, which
     also sets the pulse probabilities, the train length and rule thresholds); the model class
-    and its static settings cannot (:func:`check_sweepable`).
+    and its static settings cannot (``check_sweepable``).
 
     Args:
       model: a freshly initialised model with analog layers (its weights and digital
         parameters are kept; every copy starts from them).
-      variants: per variant, a card name, :class:`~device_models.DeviceCard`, device model, or
-        a dict of nominal :class:`~device_models.PulsedParams` values that replace those of
+      variants: per variant, a card name, ``DeviceCard``, device model, or
+        a dict of nominal ``PulsedParams`` values that replace those of
         each layer's own device model (e.g. ``{"dw_min": 0.002}``).
       key: PRNG key of the update rules' initial states.
 
@@ -271,9 +271,9 @@ def evaluate_sweep(
     """Test accuracy of every variant of a stacked state (analog reads with their noise), in
     one vmapped forward program per batch.
 
-    Variant ``i`` gets the accuracy and read-noise stream that :func:`~analogsim.evaluate`
+    Variant ``i`` gets the accuracy and read-noise stream that ``evaluate``
     gives for ``unstack_state(state, i)``; the evaluation's energy counts are not tallied here
-    (use :func:`~analogsim.evaluate` on an unstacked variant for those).
+    (use ``evaluate`` on an unstacked variant for those).
 
     Returns:
       ``(accuracy (N,) in [0, 1], state with its read-noise streams advanced)``.

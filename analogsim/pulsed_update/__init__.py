@@ -45,7 +45,7 @@ Three rungs of the fidelity ladder:
   sum of whole steps: a cross-point with :math:`\\lambda \\ll 1` (most of them, most batches)
   moves a little every batch rather than a whole step now and then; mean and variance are the
   same. :math:`\\xi` is a standardised popcount of 32 random bits (zero mean, unit variance,
-  excess kurtosis -1/16: see :func:`_unit_noise`), and the pulse counts given to the energy
+  excess kurtosis -1/16: see ``_unit_noise``), and the pulse counts given to the energy
   ledger are :math:`\\sum \\lambda_\\pm` rounded at random without bias.
 
 How ``exact`` is computed. All pulses of one sample at one cross-point have the same sign,
@@ -63,18 +63,18 @@ equal in distribution, not draw for draw. It needs :math:`\\max n_{ij}` passes p
 instead of ``BL`` (one on RT-MNIST, where ``BL = 1``), and only over the fired cells (fired
 columns x fired rows, about 900 of 200,704 in RT-MNIST's first layer): large arrays gather
 those cells, update them and scatter them back, small arrays (up to ``_DENSE_MAX`` cross-points)
-are updated whole. For models with the shared noise law (:meth:`AbstractPulsedModel.sample_step`)
+are updated whole. For models with the shared noise law (``AbstractPulsedModel.sample_step``)
 the normals of the first pulses are drawn for the whole batch at once; the random numbers come
-from a Philox key derived from the given one (:func:`analogsim.rng.fast_key`), the large draws
+from a Philox key derived from the given one (``analogsim.rng.fast_key``), the large draws
 (at least ``analogsim.rng.FOUR_WORDS_MIN`` words) from all four words of each Philox block
-(:mod:`analogsim.rng`). ``tests/test_pulsed_update.py`` checks the result against the literal
-slot-by-slot algorithm (:func:`_slot_by_slot`).
+(``analogsim.rng``). ``tests/test_pulsed_update.py`` checks the result against the literal
+slot-by-slot algorithm (``_slot_by_slot``).
 
-Modules, one concept each: :mod:`~analogsim.pulsed_update.settings` (:class:`UpdateParameters`,
-:class:`PulseCounts`), :mod:`~analogsim.pulsed_update.probabilities` (firing probabilities and
-the expected counts), one per rung (:mod:`~analogsim.pulsed_update.exact`,
-:mod:`~analogsim.pulsed_update.expected`, :mod:`~analogsim.pulsed_update.gaussian`) and
-:mod:`~analogsim.pulsed_update.reference` (the slot-by-slot reference of the tests).
+Modules, one concept each: ``settings`` (``UpdateParameters``,
+``PulseCounts``), ``probabilities`` (firing probabilities and
+the expected counts), one per rung (``exact``,
+``expected``, ``gaussian``) and
+``reference`` (the slot-by-slot reference of the tests).
 
 References:
     Gokmen & Vlasov, Front. Neurosci. 10, 333 (2016); IBM aihwkit ``PulsedUpdateParameter``

@@ -1,5 +1,5 @@
 """The ``exact`` rung of the pulsed update: per sample, coincidence counts from slot bit masks,
-then the pulses of each fired cross-point one after another (:mod:`analogsim.pulsed_update`
+then the pulses of each fired cross-point one after another (``analogsim.pulsed_update``
 explains why this is the slot-by-slot process in distribution). Small arrays take the dense
 path (every cross-point), large ones the sparse path (only the fired cells, in chunks)."""
 
@@ -73,12 +73,12 @@ def _take(a: jax.Array, idx: jax.Array) -> jax.Array:
 
 def _default_noise_law(model: AbstractPulsedModel) -> bool:
     """Whether ``model`` draws its cycle-to-cycle noise with the shared law of
-    :meth:`AbstractPulsedModel.sample_step` (step times :math:`1 + \\sigma_{c2c}\\xi`)."""
+    ``AbstractPulsedModel.sample_step`` (step times :math:`1 + \\sigma_{c2c}\\xi`)."""
     return type(model).sample_step is AbstractPulsedModel.sample_step
 
 
 def _one_pulse(model, cp, w, pulses, xi):
-    """:func:`device_models.apply_pulses` for a model with the default noise law, with the
+    """``device_models.apply_pulses`` for a model with the default noise law, with the
     standard normals ``xi`` given (drawn in bulk outside the per-sample loop, several times
     cheaper on CPU than a draw per sample)."""
     dw = model.noisy_step(cp, w, pulses, xi)
@@ -270,7 +270,7 @@ def _sparse_lean(model, f: _FiredCells, params, n_items: int, impl, chunk: int, 
     """The sparse path's lean branch (at most one pulse per cell): the list of ``n_items``
     work items, (sample, chunk) pairs in sample order, with everything that does not depend on
     the weights prepared at once, then one scan over the items. ``params`` is
-    :func:`_cell_params`'s pair; ``w`` is flat. Returns ``(w, n_up, n_down)``."""
+    ``_cell_params``'s pair; ``w`` is flat. Returns ``(w, n_up, n_down)``."""
     gather_cp, cells_cp = params
     batch = f.rows.shape[0]
     n_chunks = (f.cells + chunk - 1) // chunk
@@ -300,7 +300,7 @@ def _sparse_lean(model, f: _FiredCells, params, n_items: int, impl, chunk: int, 
 
 def _sparse_general(model, f: _FiredCells, params, impl, chunk: int, w, key_data):
     """The sparse path's general branch: sample after sample, chunk after chunk, pulse after
-    pulse. ``params`` is :func:`_cell_params`'s pair; ``w`` is flat. Returns
+    pulse. ``params`` is ``_cell_params``'s pair; ``w`` is flat. Returns
     ``(w, n_up, n_down)``."""
     gather_cp, cells_cp = params
 

@@ -1,5 +1,5 @@
 """The ``expected`` rung of the pulsed update: Poisson counts per batch applied at once
-(:mod:`analogsim.pulsed_update` explains the rung and how it departs from ``exact``)."""
+(``analogsim.pulsed_update`` explains the rung and how it departs from ``exact``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ``gaussian`` rung of the pulsed update: the batch's compound-Poisson change as its
-mean plus near-normal noise of its variance (:mod:`analogsim.pulsed_update` explains the rung)."""
+mean plus near-normal noise of its variance (``analogsim.pulsed_update`` explains the rung)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _unit_noise(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     5.7) at the cost of the random bits alone: on CPU the inverse error function of
     ``jax.random.normal`` costs about as much again as the bits (and fused into the update
     several times that), and the ``gaussian`` rung's shape of noise is an approximation anyway.
-    The bits are :func:`analogsim.rng.bits` (four words from each Philox block when the array is
+    The bits are ``analogsim.rng.bits`` (four words from each Philox block when the array is
     large).
     """
     bits = rng.bits(key, shape)

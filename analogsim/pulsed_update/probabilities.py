@@ -1,5 +1,5 @@
 """Firing probabilities of the bit streams and the pulse counts they imply
-(:mod:`analogsim.pulsed_update`): per sample for the ``exact`` rung, summed over the batch
+(``analogsim.pulsed_update``): per sample for the ``exact`` rung, summed over the batch
 into expected up and down counts for the ``expected`` and ``gaussian`` rungs."""
 
 from __future__ import annotations

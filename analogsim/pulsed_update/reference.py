@@ -1,5 +1,5 @@
 """The literal slot-by-slot ``exact`` update, the reference the ``exact`` rung is tested
-against (:mod:`analogsim.pulsed_update`; ``tests/test_pulsed_update.py``)."""
+against (``analogsim.pulsed_update``; ``tests/test_pulsed_update.py``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__: list[str] = []  # private to the package: a test reference, not part of
 def _slot_by_slot(model, cp, w, x, d, lr, up, key):
     """Reference ``exact`` update, literally slot by slot: every slot draws its rows and columns
     and applies a pulse matrix to the whole array (about ``BL`` full-array passes per sample).
-    Kept for the tests that check :func:`pulsed_update`'s ``exact`` rung against it (equal in
+    Kept for the tests that check ``pulsed_update``'s ``exact`` rung against it (equal in
     distribution, see the module docstring)."""
     keys = jax.random.split(key, x.shape[0])
 

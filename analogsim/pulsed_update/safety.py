@@ -11,7 +11,7 @@ Two numbers are computed from the card's nominal device before training:
 - the *step size*: ``dw_min`` over the nominal range (the inverse of the number of states).
 
 ``auto`` runs ``gaussian`` (the fastest) when the step change is at most
-:data:`MAX_STEP_CHANGE`, the step size at most :data:`MAX_STEP_SIZE` and the device has no write
+``MAX_STEP_CHANGE``, the step size at most ``MAX_STEP_SIZE`` and the device has no write
 noise, else ``exact``, and says so in one line. Write noise: on the two aihwkit ReRAM presets
 that have it, ``gaussian`` and ``exact`` differed by 21 (``reram-sb``) and 8
 (``reram-es-gong2018``) points on RT-MNIST (``results/crosscheck/zoo_rungs``), not yet explained,
@@ -43,7 +43,7 @@ _GRID = 2001
 
 @dataclasses.dataclass(frozen=True)
 class RungCheck:
-    """What :func:`check_rungs` found on a device."""
+    """What ``check_rungs`` found on a device."""
 
     step_change: float  # largest relative change of the step caused by one step
     step_size: float  # dw_min / (w_max - w_min)
@@ -80,7 +80,7 @@ def check_rungs(model: AbstractPulsedModel) -> RungCheck:
 
 
 def resolve_update(model: AbstractPulsedModel, up: UpdateParameters, *, where: str = "") -> UpdateParameters:
-    """``up`` with ``mode="auto"`` replaced by the rung :func:`check_rungs` finds safe (a warning of
+    """``up`` with ``mode="auto"`` replaced by the rung ``check_rungs`` finds safe (a warning of
     one line when that is ``exact``); other modes are returned unchanged, with a warning when
     ``gaussian`` or ``expected`` was asked for on a device past the limits."""
     check = check_rungs(model)

@@ -1,4 +1,4 @@
-"""Settings of the pulsed update and the pulses it reports (:mod:`analogsim.pulsed_update`)."""
+"""Settings of the pulsed update and the pulses it reports (``analogsim.pulsed_update``)."""
 
 from __future__ import annotations
 

@@ -2,14 +2,14 @@
 
 Modules, one concept each:
 
-- :mod:`~analogsim.training.config`: :class:`TrainConfig` (the ``analogsim train`` flags), its
+- ``config``: ``TrainConfig`` (the ``analogsim train`` flags), its
   checks, the model it builds;
-- :mod:`~analogsim.training.state`: :class:`TrainState` and its flat form between compiled calls;
-- :mod:`~analogsim.training.step`: :func:`make_train_step`, one training step of any nnx model;
-- :mod:`~analogsim.training.evaluation`: :func:`evaluate`, in eval mode, with event counts;
-- :mod:`~analogsim.training.loop`: :func:`train_model` (any nnx model) and :func:`train` (a config);
-- :mod:`~analogsim.training.report`: prices, the digital baseline and CO2 of the energy report;
-- :mod:`~analogsim.training.logging`: :class:`MetricsLogger`, a CSV/JSONL metrics callback.
+- ``state``: ``TrainState`` and its flat form between compiled calls;
+- ``step``: ``make_train_step``, one training step of any nnx model;
+- ``evaluation``: ``evaluate``, in eval mode, with event counts;
+- ``loop``: ``train_model`` (any nnx model) and ``train`` (a config);
+- ``report``: prices, the digital baseline and CO2 of the energy report;
+- ``logging``: ``MetricsLogger``, a CSV/JSONL metrics callback.
 """
 
 from .config import ALGORITHMS, ConfigError, TrainConfig, TrainingError, build_model

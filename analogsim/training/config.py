@@ -73,7 +73,7 @@ class TrainConfig:
     steps_per_call: int | None = None
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for the first setting that is not allowed."""
+        """Raise ``ConfigError`` for the first setting that is not allowed."""
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"--algorithm: value {self.algorithm!r} is not allowed; allowed: {', '.join(ALGORITHMS)}")
         if self.algo_options:
@@ -200,10 +200,10 @@ def _image_shape(dataset: Dataset) -> tuple[int, int]:
 
 def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
     """The model of ``config`` for ``dataset`` (digital for ``--algorithm digital``):
-    ``mlp`` (:class:`~analogsim.models.MLP` of ``--hidden`` widths), ``cnn``
-    (:class:`~analogsim.conv.SmallCNN`), or ``module:factory``, a function called with the
+    ``mlp`` (``MLP`` of ``--hidden`` widths), ``cnn``
+    (``SmallCNN``), or ``module:factory``, a function called with the
     keyword arguments ``num_features``, ``num_classes``, ``device`` (a
-    :class:`~device_models.DeviceCard`, ``None`` for digital), ``update``, ``algorithm``,
+    ``DeviceCard``, ``None`` for digital), ``update``, ``algorithm``,
     ``reference``, ``activation`` and ``rngs`` that returns an nnx model (logits out)."""
     card = None if config.algorithm == "digital" else load_card(config.device)
     kwargs = {

@@ -2,7 +2,7 @@
 card's device was shown to take without degradation (``physical.endurance``).
 
 Each analog layer whose card gives an endurance tallies the pulses of every device
-(:class:`~analogsim.layers.Wear`: the array the update rule writes every step, the expectation
+(``Wear``: the array the update rule writes every step, the expectation
 where the rung draws no counts). Transfer writes into the slow array and the refresh pulses of
 device pairs are not in the tally (at most one pulse per device and transfer for buffered
 transfers), and a device pair's two devices are counted together (G+ takes the up pulses, G-

@@ -1,7 +1,7 @@
 """The inside of an epoch: the compiled multi-step call, the epoch's batches, the running
-tally of the loss, and the stop that Ctrl-C asks for (:class:`StopOnInterrupt`): the call in
+tally of the loss, and the stop that Ctrl-C asks for (``StopOnInterrupt``): the call in
 flight finishes, the loop saves where it stopped (inside the epoch) and raises
-:class:`TrainingInterrupted`; ``--resume`` continues from that step, bit-identical to a run that
+``TrainingInterrupted``; ``--resume`` continues from that step, bit-identical to a run that
 was never interrupted (the step keys follow the global step number, and the resumed calls start
 where the uninterrupted run's do)."""
 

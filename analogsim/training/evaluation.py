@@ -31,7 +31,7 @@ def padded_batches(x, y, batch_size: int):
 
 
 def eval_batch(graphdef, params, analog, rest, x, y, mask, key):
-    """One evaluation batch (pure; :func:`evaluate` jits it, sweeps vmap it): the number of
+    """One evaluation batch (pure; ``evaluate`` jits it, sweeps vmap it): the number of
     correct rows, per analog layer ``(reads, vectors)`` of the real rows, and the rest state."""
     m = nnx.merge(graphdef, params, analog, rest, copy=True)
     prepare_forward(m, key, training=False)
@@ -62,8 +62,10 @@ def evaluate(
     (BatchNorm on its running statistics, no Dropout).
 
     Args:
-      graphdef, state: from :func:`~analogsim.training.make_train_step`.
-      x, y: test inputs and integer labels.
+      graphdef: the model's graph definition, from ``make_train_step``.
+      state: the ``TrainState``, from ``make_train_step``.
+      x: test inputs.
+      y: integer test labels.
       batch_size: rows per compiled call (the last batch is padded).
       key: PRNG key of the read noise; by default one derived from the state's training step.
 

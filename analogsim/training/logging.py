@@ -1,4 +1,4 @@
-"""A metrics callback for :func:`analogsim.training.train_model` that appends every epoch's
+"""A metrics callback for ``analogsim.training.train_model`` that appends every epoch's
 metrics to a CSV or JSON-lines file."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training loop: epochs of compiled multi-step calls, evaluation, checkpoints, the energy
-report. :func:`train_model` trains any nnx model with analog layers; :func:`train` builds the
-model of a :class:`TrainConfig` (the ``analogsim train`` command) and trains it."""
+report. ``train_model`` trains any nnx model with analog layers; ``train`` builds the
+model of a ``TrainConfig`` (the ``analogsim train`` command) and trains it."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def auto_steps_per_call(steps_per_epoch: int) -> int:
 
 @dataclasses.dataclass
 class RunResult:
-    """What :func:`train_model` hands back."""
+    """What ``train_model`` hands back."""
 
     model: nnx.Module  # the trained model (a new object; usable as it is)
     state: TrainState  # the final training state
@@ -187,7 +187,7 @@ def _epochs(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pr
 
 
 def _interrupted(state, h, epoch, done, n_steps, tally, prev_report, opts) -> None:
-    """Save the state of an epoch stopped after step ``done`` and raise :class:`TrainingInterrupted`."""
+    """Save the state of an epoch stopped after step ``done`` and raise ``TrainingInterrupted``."""
     where = f"epoch {epoch + 1}, step {done} of {n_steps}"
     if opts["checkpoint_dir"] is None:
         raise TrainingInterrupted(f"interrupted in {where}; nothing was saved (no --checkpoint-dir)")
@@ -248,26 +248,28 @@ def train_model(
     Args:
       model: an nnx model called as ``model(x)`` returning logits; its analog layers may be
         called several times per pass. It is not changed (the result holds the trained one).
-      data: a :class:`~analogsim.data.Dataset` (integer labels).
+      data: a ``Dataset`` (integer labels).
       tx: optax transformation of the digital parameters; default ``optax.sgd(lr)`` (``lr``
         a number) or ``optax.sgd(lr)`` with the same schedule.
       lr: analog learning rate: a number, or a schedule (callable of the step count).
-      epochs, batch_size, seed: the run; ``seed`` orders the batches and keys the steps.
-      steps_per_call: steps per compiled call (speed only); default :func:`auto_steps_per_call`.
+      epochs: passes over the training set.
+      batch_size: rows per training step.
+      seed: orders the batches and keys the steps.
+      steps_per_call: steps per compiled call (speed only); default ``auto_steps_per_call``.
       eval_batch_size: rows per evaluation call.
       device_card: the card that prices every analog layer (name, path or
-        :class:`~device_models.DeviceCard`); ``None``: no energy report for analog layers.
+        ``DeviceCard``); ``None``: no energy report for analog layers.
       periphery: the periphery card (DAC/ADC/digital prices).
       checkpoint_dir: save the state there after every epoch (and where Ctrl-C stops a run);
         one run at a time per directory. ``resume``: continue from it (from the beginning,
         with a warning, when it holds no complete checkpoint); ``allow_version_mismatch``:
         resume a checkpoint written by other versions of analogsim, JAX or Flax.
       callback: called after every epoch with a dict of metrics (epoch, losses, accuracies,
-        samples/s, energy); :class:`analogsim.training.MetricsLogger` writes them to a file.
+        samples/s, energy); ``analogsim.training.MetricsLogger`` writes them to a file.
       progress: show a progress bar on stderr.
 
     Returns:
-      A :class:`RunResult` with the trained ``model``, accuracies, speeds and energy.
+      A ``RunResult`` with the trained ``model``, accuracies, speeds and energy.
     """
     from device_models import load_card
 
@@ -325,9 +327,9 @@ def _check_int(name: str, value: Any, least: int) -> None:
 
 
 def train(config_or_model, data: Dataset | None = None, **kwargs):
-    """Train a model: ``train(model, data, **options)`` is :func:`train_model` (any nnx model
-    with analog layers; returns a :class:`RunResult`), ``train(config)`` is
-    :func:`train_config` (the network of a :class:`TrainConfig`, what ``analogsim train``
+    """Train a model: ``train(model, data, **options)`` is ``train_model`` (any nnx model
+    with analog layers; returns a ``RunResult``), ``train(config)`` is
+    ``train_config`` (the network of a ``TrainConfig``, what ``analogsim train``
     runs; returns the result dict).
     """
     if isinstance(config_or_model, nnx.Module):
@@ -345,7 +347,7 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
     """Train the model of ``config`` and return the results (what ``--json`` prints).
 
     Args:
-      config: the run's settings (checked first; :class:`ConfigError` if one is not allowed).
+      config: the run's settings (checked first; ``ConfigError`` if one is not allowed).
       progress: show a progress bar (on stderr) with loss, accuracy and energy so far.
       dataset: use this dataset instead of loading ``config.dataset``.
 

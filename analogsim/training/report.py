@@ -56,7 +56,7 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
     backward the same unless the call reads the network input, weight gradient the same; per
     ``nnx.Linear`` the same with one row (the first one in path order taken to read the input).
     Other digital layers (normalisation, pooling, activations) are not counted. For an MLP this
-    equals :func:`flops_per_sample` of its widths."""
+    equals ``flops_per_sample`` of its widths."""
     # differentiated as in a training step: parameters and (straight through) the analog weights
     graphdef, params, rest = nnx.split(model, nnx.Any(nnx.Param, AnalogWeight), ...)
     facts = []

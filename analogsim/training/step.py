@@ -1,6 +1,6 @@
 """One training step of any nnx model with analog layers, as one pure function of explicit state.
 
-The step reads every analog layer forward under ``nnx.capture`` (:func:`analogsim.layers.capture_calls`:
+The step reads every analog layer forward under ``nnx.capture`` (``analogsim.layers.capture_calls``:
 each call adds a zero error probe to its output and sows its input vectors), differentiates the
 loss with respect to the digital parameters and the probes (the gradient at a probe is the
 per-sample error ``d`` the hardware sees), applies the optax update to the digital parameters,
@@ -170,7 +170,7 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
     """Build the training step and the initial state for ``model``.
 
     Args:
-      model: an nnx model with analog layers (:class:`~analogsim.layers.AbstractAnalogLayer`),
+      model: an nnx model with analog layers (``AbstractAnalogLayer``),
         called as ``model(x)``; a layer may be called several times per pass. The model is not
         changed and stays usable (the state holds copies of its arrays).
       tx: optax transformation for the digital parameters (``nnx.Param``).

@@ -1,18 +1,18 @@
 """Fit a pulsed device model to a measured conductance-versus-pulse curve.
 
-The fit minimises, with :func:`scipy.optimize.least_squares` (trust-region reflective, box
+The fit minimises, with ``scipy.optimize.least_squares`` (trust-region reflective, box
 bounds), the sum of squared differences between each measured reading and the model's
 *noise-free* prediction, obtained by replaying the measured pulse sequence pulse by pulse
-(:func:`~device_models.apply_pulses` with ``key=None`` inside a :func:`jax.lax.scan`). Each
+(``apply_pulses`` with ``key=None`` inside a ``jax.lax.scan``). Each
 device/cycle is replayed from its own first reading: its start state is a fitted nuisance
 parameter (initialised at the first readings), so one noisy first reading does not bias the
-whole sweep. The Jacobian comes from JAX (:func:`jax.jacfwd` of the residuals with respect to
+whole sweep. The Jacobian comes from JAX (``jax.jacfwd`` of the residuals with respect to
 the fitted parameters), in float64.
 
 **Units and the mapping to weights.** Weight data (``weight`` column) are fitted in normalised
 units directly: ``dw_min``, ``up_down``, ``w_max``, ``w_min`` and the model's own parameters.
 Conductance data are fitted in siemens through the linear map of the device cards
-(:mod:`device_models.cards`),
+(``device_models.cards``),
 
 .. math::
     G = g_{min} + \\frac{w - w_{min}}{w_{max} - w_{min}} (g_{max} - g_{min}),
@@ -33,7 +33,7 @@ mean smoothed step per state bin for up and down pulses and refines the tables b
 squares; its nodes span the measured range, the table length (3 to 9 nodes, about one per 80
 pulses) is the one with the lowest AIC, ``up_down`` is 0 and ``dw_min`` is the mean table entry.
 
-**Statistics reported** (:class:`FitResult`), with :math:`n` readings, :math:`k` free parameters
+**Statistics reported** (``FitResult``), with :math:`n` readings, :math:`k` free parameters
 (model parameters plus one start state per sweep), residuals :math:`r_i` (state units):
 
 - standard errors :math:`\\sqrt{\\mathrm{diag}(\\hat\\sigma^2 (J^T J)^{-1})}` at the optimum,
@@ -60,14 +60,14 @@ pulses) is the one with the lowest AIC, ``up_down`` is 0 and ``dw_min`` is the m
   gives ``dw_min_dtod`` (std/mean), ``up_down_dtod`` (std), ``w_max_dtod``/``w_min_dtod``
   (std/|mean|), sample std with ``ddof=1``.
 
-**Layout.** :mod:`~device_models.fitting.models` (the fittable models, a parameter vector as a
-model, the replay), :mod:`~device_models.fitting.data` (a measurement prepared for fitting),
-:mod:`~device_models.fitting.objective` (residuals, Jacobian, :class:`FitProblem`,
-:func:`make_problem`), :mod:`~device_models.fitting.solve` (least squares, freezing),
-:mod:`~device_models.fitting.noise` (cycle-to-cycle and read noise),
-:mod:`~device_models.fitting.estimates` (statistics and card entries),
-:mod:`~device_models.fitting.report` (:class:`FitResult`, its summary and card) and
-:mod:`~device_models.fitting.api` (the entry points).
+**Layout.** ``models`` (the fittable models, a parameter vector as a
+model, the replay), ``data`` (a measurement prepared for fitting),
+``objective`` (residuals, Jacobian, ``FitProblem``,
+``make_problem``), ``solve`` (least squares, freezing),
+``noise`` (cycle-to-cycle and read noise),
+``estimates`` (statistics and card entries),
+``report`` (``FitResult``, its summary and card) and
+``api`` (the entry points).
 
 Example:
   >>> from device_models import load_measurement, fit_auto

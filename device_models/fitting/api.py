@@ -44,17 +44,17 @@ def _fit_one(m: Measurement, model_name: str, prep: _Prepared, fit_start: bool) 
 
 
 def fit_model(m: Measurement, model_name: str, *, fit_start: bool = True, device_spread: bool = True) -> FitResult:
-    """Fit one model to a measurement (see :mod:`device_models.fitting` for the method and estimators).
+    """Fit one model to a measurement (see ``device_models.fitting`` for the method and estimators).
 
     Args:
-      m: the measurement (:func:`~device_models.load_measurement`).
-      model_name: one of :data:`FITTABLE_MODELS`.
+      m: the measurement (``load_measurement``).
+      model_name: one of ``FITTABLE_MODELS``.
       fit_start: fit each sweep's start state (True) or hold it at the sweep's first reading.
       device_spread: with several devices in ``m``, also fit each device alone and put the
         spread of its parameters into the card's ``*_dtod`` values.
 
     Returns:
-      The :class:`FitResult`.
+      The ``FitResult``.
 
     Raises:
       ValueError: unknown model, or data with nothing to fit.
@@ -192,8 +192,9 @@ def replay_measurement(
       model: a device model (for example a loaded card's ``model``).
       m: the measurement whose pulse sequence is replayed.
       start_states: state at each sweep's first reading (``FitResult.start_states``), state units.
-      g_min_s, g_max_s: for conductance data, the card's conductance range (siemens); the model's
-        ``[w_min, w_max]`` maps linearly onto it.
+      g_min_s: for conductance data, the low end of the card's conductance range (siemens); the
+        model's ``[w_min, w_max]`` maps linearly onto ``[g_min_s, g_max_s]``.
+      g_max_s: the high end of that range (siemens).
     """
     with jax.enable_x64(True):
         prep = _prepare(m)

@@ -1,4 +1,4 @@
-"""From a solved :class:`FitProblem` to a :class:`FitResult`: statistics and card entries.
+"""From a solved ``FitProblem`` to a ``FitResult``: statistics and card entries.
 
 Standard errors are :math:`\\sqrt{\\mathrm{diag}(\\hat\\sigma^2 (J^T J)^{-1})}` at the optimum
 with :math:`\\hat\\sigma^2 = \\mathrm{RSS}/(n - k)`; :math:`R^2 = 1 - \\mathrm{RSS}/\\mathrm{TSS}`
@@ -72,7 +72,7 @@ def _statistics(m: Measurement, problem: FitProblem, theta: np.ndarray, free: np
 def _result(
     m: Measurement, problem: FitProblem, theta: np.ndarray, free: np.ndarray, frozen: dict[str, str]
 ) -> FitResult:
-    """The :class:`FitResult` of a solved problem: statistics, noise, card entries and the model."""
+    """The ``FitResult`` of a solved problem: statistics, noise, card entries and the model."""
     spec, prep = problem.spec, problem.prepared
     n_model = len(spec.names)
     scale = prep.scale

@@ -1,8 +1,8 @@
 """The fittable models: their own parameters, and the model a parameter vector stands for.
 
-A fit's parameter vector ``theta`` holds the model parameters named in :class:`_Spec`
-(``names``) followed by one start state per sweep; :func:`_build_model` turns its front part
-into a device model and :func:`_replay` drives that model, noise-free, through a pulse sequence.
+A fit's parameter vector ``theta`` holds the model parameters named in ``_Spec``
+(``names``) followed by one start state per sweep; ``_build_model`` turns its front part
+into a device model and ``_replay`` drives that model, noise-free, through a pulse sequence.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _replay(
 ) -> jax.Array:
     """Noise-free states (L, S) of S nominal devices started at ``w0`` and driven by ``pulses``.
 
-    For a :class:`~device_models.Protonic` model, ``voltage``/``width`` (L, S), where given,
+    For a ``Protonic`` model, ``voltage``/``width`` (L, S), where given,
     set each pulse's operating voltage (both polarities) and width, so its step is scaled by
     the model's voltage/width law relative to the reference pulse.
     """

@@ -1,9 +1,9 @@
 """Cycle-to-cycle and read noise from the residuals of a fit.
 
 ``dw_min_std`` (written to the card) and the read noise are the maximum-likelihood values of a
-state-space model of the residuals along each sweep (:func:`_kalman_nll`): a random walk whose
+state-space model of the residuals along each sweep (``_kalman_nll``): a random walk whose
 variance per pulse is :math:`\\sigma_{c2c}^2 d_j^2` plus white read noise. Two moment estimates
-(:func:`_c2c`) are reported beside it, and stand in where the likelihood has nothing to go on.
+(``_c2c``) are reported beside it, and stand in where the likelihood has nothing to go on.
 
 References:
     Gong et al., "Signal and noise extraction from analog memory elements for neuromorphic
@@ -25,7 +25,7 @@ from .objective import FitProblem
 
 
 class _Noise(NamedTuple):
-    """The noise estimates of one fit (see :mod:`device_models.fitting`)."""
+    """The noise estimates of one fit (see ``device_models.fitting``)."""
 
     c2c: float  # dw_min_std: maximum likelihood, or the lag-1 moment estimate where that fails
     read_var: float  # read noise variance (u units^2) belonging to ``c2c``
@@ -100,7 +100,7 @@ _kalman_value_and_grad = jax.jit(jax.value_and_grad(_kalman_nll))
 
 
 def _walk_inputs(problem: FitProblem, theta: np.ndarray, resid_u: np.ndarray, pred_u: np.ndarray):
-    """(v, phi, d2, first) of :func:`_kalman_nll`, sweeps laid end to end, float64."""
+    """(v, phi, d2, first) of ``_kalman_nll``, sweeps laid end to end, float64."""
     prep = problem.prepared
     n_model = len(problem.spec.names)
     J = np.asarray(problem.jacobian(jnp.asarray(theta)))
@@ -125,7 +125,7 @@ def _walk_inputs(problem: FitProblem, theta: np.ndarray, resid_u: np.ndarray, pr
 def _c2c_state_space(
     problem: FitProblem, theta: np.ndarray, resid_u: np.ndarray, pred_u: np.ndarray
 ) -> tuple[float, float]:
-    """(dw_min_std, read noise variance in u units^2) by maximum likelihood (:func:`_kalman_nll`).
+    """(dw_min_std, read noise variance in u units^2) by maximum likelihood (``_kalman_nll``).
 
     A random walk (cycle-to-cycle noise accumulates: the deviation's variance grows with each
     step) and white read noise (it does not) are told apart by how the residuals are correlated

@@ -2,7 +2,7 @@
 
 The residuals are the noise-free replay of the measured pulse sequence minus the readings, in
 internal units; their Jacobian with respect to the fitted parameters comes from
-:func:`jax.jacfwd`. :func:`make_problem` sets the box bounds, the parameters the data cannot
+``jax.jacfwd``. ``make_problem`` sets the box bounds, the parameters the data cannot
 determine (frozen from the start) and the starting guesses of a multi-start fit.
 """
 
@@ -38,7 +38,7 @@ def _residuals(spec: _Spec, theta: jax.Array, data: _Data) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _jacobian(spec: _Spec, theta: jax.Array, data: _Data) -> jax.Array:
-    """Jacobian (n, len(theta)) of :func:`_residuals` by forward-mode differentiation."""
+    """Jacobian (n, len(theta)) of ``_residuals`` by forward-mode differentiation."""
     return jax.jacfwd(_residuals, argnums=1)(spec, theta, data)
 
 
@@ -69,7 +69,7 @@ class FitProblem:
         return _residuals(self.spec, theta, self.prepared.data)
 
     def jacobian(self, theta: jax.Array) -> jax.Array:
-        """Jacobian (n, len(theta)) of :meth:`residuals` at ``theta``."""
+        """Jacobian (n, len(theta)) of ``residuals`` at ``theta``."""
         return _jacobian(self.spec, theta, self.prepared.data)
 
 
@@ -191,7 +191,7 @@ def _model_box(
 def make_problem(
     m: Measurement, model_name: str, *, n_nodes: int | None = None, _prepared: _Prepared | None = None
 ) -> FitProblem:
-    """Set up the fit of ``model_name`` (one of :data:`FITTABLE_MODELS`) to ``m``.
+    """Set up the fit of ``model_name`` (one of ``FITTABLE_MODELS``) to ``m``.
 
     ``n_nodes`` is the length of each ``piecewise-step`` table (default: from the data size).
 
@@ -284,7 +284,7 @@ def _protonic_reference(m: Measurement):
 
     The reference pulse (where ``dw_min`` holds) is the median applied |voltage| of each
     polarity and the median applied width (the lower median, so a measured value); without a
-    ``voltage_v``/``width_s`` column it is the :class:`~device_models.Protonic` default (10 V,
+    ``voltage_v``/``width_s`` column it is the ``Protonic`` default (10 V,
     5 ns), a fixed operating point.
     """
     default = Protonic()

@@ -1,7 +1,7 @@
-"""What a fit hands back: :class:`ParameterEstimate`, :class:`FitResult`, its summary and its card.
+"""What a fit hands back: ``ParameterEstimate``, ``FitResult``, its summary and its card.
 
-The card is written by the one TOML writer of the package, :func:`device_models.cards.card_toml`,
-so it loads with :func:`device_models.load_card` (fitted values with ``provenance = "fitted"``
+The card is written by the one TOML writer of the package, ``device_models.cards.card_toml``,
+so it loads with ``device_models.load_card`` (fitted values with ``provenance = "fitted"``
 and their standard error in ``note``; the rest ``assumed`` with the reason, or ``measured``).
 """
 
@@ -31,7 +31,7 @@ class ParameterEstimate:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FitResult:
-    """A fitted model with its statistics (see :mod:`device_models.fitting` for the estimators)."""
+    """A fitted model with its statistics (see ``device_models.fitting`` for the estimators)."""
 
     model_name: str
     model: AbstractPulsedModel  # nominal parameters as they go to the card
@@ -93,7 +93,7 @@ class FitResult:
         }
 
     def to_card_toml(self, name: str) -> str:
-        """A device card (:mod:`device_models.cards` format) holding the fitted model."""
+        """A device card (``device_models.cards`` format) holding the fitted model."""
         src_name = Path(self.source).name
         unit = "S" if self.unit == "S" else "weight units"
         comment = (

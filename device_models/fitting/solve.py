@@ -1,7 +1,7 @@
-"""Solving a :class:`FitProblem`: bounded least squares, then freezing what the data do not determine.
+"""Solving a ``FitProblem``: bounded least squares, then freezing what the data do not determine.
 
 After the fit, a parameter whose Jacobian column vanishes, or that lies along a null direction
-of the column-normalised Jacobian (condition number above :data:`_COND_LIMIT`), is frozen at its
+of the column-normalised Jacobian (condition number above ``_COND_LIMIT``), is frozen at its
 value and the fit is repeated.
 """
 

@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # The speed benchmarks in one go, for a machine with an accelerator (or any machine):
 #   experiments/benchmarks/accelerator.sh PATH/mnist10k.npz OUTDIR
-# Writes OUTDIR/{rt_mnist,rt_mnist_transfer,rt_mnist_steps_per_call,sweep_vmap}.json and the logs beside them.
-# Each benchmark has its own time limit, so a slow one cannot starve the others.
+#   experiments/benchmarks/accelerator.sh --quick digits OUTDIR   # two epochs on the digits set: checks the path
+# Writes OUTDIR/{rt_mnist,rt_mnist_transfer,rt_mnist_steps_per_call,sweep_vmap}.json, the logs beside
+# them, and OUTDIR/environment.txt (versions and the devices JAX sees). Each benchmark has its own
+# time limit, so a slow one cannot starve the others; the script fails if any of them failed.
 set -uo pipefail
-data=${1:?usage: accelerator.sh PATH/mnist10k.npz OUTDIR}
-out=${2:?usage: accelerator.sh PATH/mnist10k.npz OUTDIR}
+quick=0
+if [[ "${1:-}" == "--quick" ]]; then quick=1; shift; fi
+data=${1:?usage: accelerator.sh [--quick] PATH/mnist10k.npz|digits OUTDIR}
+out=${2:?usage: accelerator.sh [--quick] PATH/mnist10k.npz|digits OUTDIR}
 here=$(cd "$(dirname "$0")" && pwd)
+python=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-timeout 240 python3 "$here/rt_mnist.py" --data "$data" --devices soft-bounds,constant-step \
-    --modes exact,expected,gaussian --json "$out/rt_mnist.json" 2>&1 | tee "$out/rt_mnist.log"
-timeout 120 python3 "$here/rt_mnist.py" --data "$data" --devices soft-bounds --modes gaussian,expected \
-    --algorithms ttv2,chopped-ttv2 --json "$out/rt_mnist_transfer.json" 2>&1 | tee "$out/rt_mnist_transfer.log"
-timeout 120 python3 "$here/rt_mnist.py" --data "$data" --devices soft-bounds --modes gaussian \
-    --steps-per-call 1,100 --json "$out/rt_mnist_steps_per_call.json" 2>&1 | tee "$out/rt_mnist_steps_per_call.log"
-timeout 150 python3 "$here/sweep_vmap.py" --data "$data" --epochs 2 --variants 8 \
-    --json "$out/sweep_vmap.json" 2>&1 | tee "$out/sweep_vmap.log"
+if [[ "$data" == "digits" ]]; then data_args=(); sweep_data=(--quick); else data_args=(--data "$data"); sweep_data=(--data "$data"); fi
+if (( quick )); then epochs=(--epochs 2); sweep_epochs=(--epochs 1 --variants 2); else epochs=(); sweep_epochs=(--epochs 2 --variants 8); fi
+"$python" -c "import jax, jaxlib, flax, optax; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'backend', jax.default_backend(), jax.devices())" \
+    | tee "$out/environment.txt"
+failed=0
+run() {  # run NAME SECONDS ARGS...: one benchmark under its own limit, its log beside its JSON
+    local name=$1 limit=$2; shift 2
+    timeout "$limit" "$python" "$@" --json "$out/$name.json" 2>&1 | tee "$out/$name.log"
+    local rc=${PIPESTATUS[0]}
+    if (( rc != 0 )); then echo "accelerator.sh: $name exited with status $rc" >&2; failed=1; fi
+}
+run rt_mnist 240 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices soft-bounds,constant-step \
+    --modes exact,expected,gaussian
+run rt_mnist_transfer 120 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices soft-bounds \
+    --modes gaussian,expected --algorithms ttv2,chopped-ttv2
+run rt_mnist_steps_per_call 120 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices soft-bounds \
+    --modes gaussian --steps-per-call 1,100
+run sweep_vmap 150 "$here/sweep_vmap.py" "${sweep_data[@]}" "${sweep_epochs[@]}"
+exit $failed

@@ -6,11 +6,11 @@ Two sweeps of N variants (default 8) of the reference network (784-256-128-10 ta
 - ``seeds``: N models built with seeds 0..N-1;
 - ``c2c``: one model, N device parameter sets differing in the cycle-to-cycle spread
   ``dw_min_std`` (0 .. ``--c2c-max``), expressed by their cross-point draws
-  (:func:`analogsim.parallel.device_variants`).
+  (``analogsim.parallel.device_variants``).
 
 Each sweep is trained twice for E epochs with the same per-variant batch orders and keys:
-once with :func:`analogsim.parallel.make_sweep_step` (one compiled program), once as N
-sequential runs of the ordinary jitted step of :func:`analogsim.make_train_step` (one
+once with ``analogsim.parallel.make_sweep_step`` (one compiled program), once as N
+sequential runs of the ordinary jitted step of ``analogsim.make_train_step`` (one
 compilation per run, as N separate runs would pay). Reported per sweep: total wall time
 including compilation, the first step (compile plus one step), the steady-state epoch time
 (median of epochs after the first), aggregate samples/s, and the test accuracies of both.

@@ -8,12 +8,12 @@ arrays, donated, one step per compiled call, the key folded in inside):
    off: the pulsed update replaced by "keep the weights" (what the reads, the digital parts and
    the energy ledger cost: the floor no rung can go below), the read noise drawn as zeros, the
    ``gaussian`` rung's update noise drawn as zeros (what those random numbers cost); and each
-   mode with its large draws from ``jax.random`` instead of :mod:`analogsim.rng` (its A/B), and the
+   mode with its large draws from ``jax.random`` instead of ``analogsim.rng`` (its A/B), and the
    default rung with every draw through the four-word path (``rng.FOUR_WORDS_MIN = 0``);
-2. each analog layer's :func:`analogsim.pulsed_update` alone, per mode, on the layer inputs and
+2. each analog layer's ``analogsim.pulsed_update`` alone, per mode, on the layer inputs and
    errors recorded during a short training run (so the pulse statistics are the real ones);
 3. the random-number draws of the first layer's size, per PRNG implementation, and from
-   :mod:`analogsim.rng` (four words from each Philox block, the trainer's large draws);
+   ``analogsim.rng`` (four words from each Philox block, the trainer's large draws);
 4. with ``--trace``, the share of each part of the compiled step (matrix products, read
    periphery, pulsed update, energy ledger, the rest), from a ``jax.profiler`` trace of the
    step's XLA operations, grouped by the named scopes of the trainer (``periphery``,

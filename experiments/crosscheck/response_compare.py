@@ -2,7 +2,7 @@
 
 Reads ``results/crosscheck/aihwkit_response.json`` (made by ``aihwkit_response.py`` in a Python
 with aihwkit 1.1.0), simulates the same protocol with each preset's built-in card
-(:func:`device_models.simulate_response`: 2,000 devices, read weights starting at the nominal
+(``device_models.simulate_response``: 2,000 devices, read weights starting at the nominal
 ``w_min``, N up then N down single pulses) and reports, per preset, the largest difference over
 pulses of the mean and of the std of the fraction of the range. The bar: both within 0.02, or,
 for the mean at a pulse where the two populations are so spread that 2,000 devices cannot

@@ -7,7 +7,7 @@ has read noise, as a probe station would see. Because the truth is known, the tu
 (``notebooks/03_fit_a_protonic_device.ipynb``) can check whether the fit finds it and whether
 the reported standard errors are honest.
 
-Layout (DESIGN.md, ``analogsim fit``; :mod:`device_models.measurements`): one row per reading,
+Layout (DESIGN.md, ``analogsim fit``; ``device_models.measurements``): one row per reading,
 ``cycle`` (one sweep per operating point, replayed from its own first reading),
 ``pulse_number`` (1, 2, ... within the sweep), ``polarity`` (+1/-1, the pulse just applied),
 ``conductance_us`` (the reading, microsiemens, 4 decimals as an instrument would log it),
