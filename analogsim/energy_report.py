@@ -123,9 +123,3 @@ def plot_report(reports: dict[str, dict[str, Any]], path: str | Path | None = No
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
-
-
-def _kind_of(count_kind: str) -> str | None:
-    from .energy import _KIND_OF
-
-    return _KIND_OF[count_kind]

@@ -126,7 +126,8 @@ class Wear(nnx.Variable):
     that gives an endurance (``physical.endurance``); else a scalar 0 and nothing is tallied.
     Counts the array the update rule writes every step (SGD: the weights; transfer rules: the
     fast array; mixed precision: the weights; device pairs: both devices of a pair together,
-    an upper bound for each), the expectation where the rung draws none. Whole pulses are kept
+    an upper bound for each). Every rung tallies the update's expected pulses per device (the
+    ``exact`` rung too: its per-device draw is not kept), so the tally is the mean wear. Whole pulses are kept
     as int32 and the fraction apart (``WearFraction``), so fractional expectations keep
     adding up where a float32 total would stall (0.003 per update sticks at 65,536)."""
 

@@ -173,7 +173,7 @@ def _composed(label: str, build):
 
 def TikiTaka(**settings) -> Transfer:  # noqa: N802  (a rule's name, as aihwkit's)
     """Tiki-Taka v1 (Gokmen & Haensch, Front. Neurosci. 14, 103, 2020; aihwkit
-    ``TransferCompound`` defaults: one column per mini-batch, ``fast_lr = transfer_lr = 1``
+    ``TransferCompound`` defaults: one column read per mat-vec of the batch, ``fast_lr = transfer_lr = 1``
     relative to the SGD learning rate, ``gamma = 0``). ``settings``: ``Transfer`` fields."""
     return _composed("TikiTaka", lambda: Transfer(name="tiki-taka", **settings))
 

@@ -31,6 +31,7 @@ import os
 import platform
 import resource
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import jax
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
         "load_average": os.getloadavg(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "peak_rss_mib": peak_mib,
+        "versions": {name: metadata.version(name) for name in ("analogsim-jax", "jax", "jaxlib", "flax", "optax")},
     }
     print(f"backend {machine['backend']} ({machine['devices'][0]}), peak resident memory {peak_mib:,.0f} MiB")
     if args.json:
