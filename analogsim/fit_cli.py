@@ -147,16 +147,18 @@ def _report(best: FitResult, ranking: list[FitResult], args) -> None:
         print(f"plot written to {args.plot}")
 
 
-def plot_fit(result: FitResult, path: str) -> None:
-    """Draw the readings, the noise-free replay and the residuals of each sweep (PNG, Agg)."""
-    import matplotlib
+def plot_fit(result: FitResult, path: str | None = None):
+    """Draw the readings, the noise-free replay and the residuals of each sweep.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns the ``matplotlib.figure.Figure`` (made without pyplot: no backend is chosen or
+    changed) and saves it as PNG at ``path`` unless ``None``.
+    """
     import numpy as np
+    from matplotlib.figure import Figure
 
     scale, unit = (1e6, "µS") if result.unit == "S" else (1.0, "weight")
-    fig, (ax, axr) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=(3, 1))
+    fig = Figure(figsize=(9, 6))
+    ax, axr = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     x = np.arange(result.n)
     for s, label in enumerate(result.labels):
         sel = result.segment_of_row == s
@@ -174,5 +176,6 @@ def plot_fit(result: FitResult, path: str) -> None:
     axr.set_ylabel("residual")
     axr.set_xlabel("reading (sweeps laid end to end)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

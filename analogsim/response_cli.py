@@ -120,15 +120,13 @@ def response(
 
 
 def _plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend is chosen or changed
 
     mean = np.asarray(result["fraction"]["mean"])
     std = np.asarray(result["fraction"]["std"])
     n = np.arange(1, mean.size + 1)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.fill_between(n, mean - std, mean + std, alpha=0.3, label="mean \u00b1 std")
     ax.plot(n, mean, lw=1.5, label=f"mean of {result['devices']} devices")
     ax.plot(n, result["expected"]["fraction"], "k--", lw=1, label="noise-free nominal device")
@@ -137,10 +135,7 @@ def _plot(result: dict, path: str) -> None:
     ax.set_title(f"{result['device']}: pulses {','.join(f'{c:+d}' for c in result['pulses'])}")
     ax.legend(loc="best")
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=120)
 
 
 def run_response(args: argparse.Namespace) -> int:

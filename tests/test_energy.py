@@ -10,6 +10,7 @@ from flax import nnx
 from analogsim import AnalogLinear, IOParameters, UpdateParameters, make_train_step
 from analogsim.algorithms import RuleCounts
 from analogsim.energy import analog_prices, converter_bits, host_counts, price_report
+from analogsim.energy_report import plot_report
 from analogsim.events import analog_step_counts
 from analogsim.periphery_card import PeripheryCardError, load_periphery_card
 from device_models import parse_card
@@ -189,3 +190,18 @@ def test_bad_periphery_card(tmp_path):
         load_periphery_card(path)
     with pytest.raises(PeripheryCardError, match="built-in"):
         load_periphery_card(tmp_path / "missing.toml")
+
+
+def test_plot_report_returns_the_figure_and_keeps_the_backend(tmp_path, svg_backend):
+    import matplotlib
+
+    counts = {"pulses_up": 4, "pulses_down": 2, "array_reads": 1, "crosspoint_reads": 6}
+    counts |= {"dac_conversions": 3, "adc_conversions": 2, "digital_ops": 14}
+    rep = price_report({"layer": counts}, {"layer": analog_prices(ideal_card(), load_periphery_card(), IOParameters())})
+    rep["digital_baseline_j"] = 1e-9
+    fig = plot_report({"run": rep}, tmp_path / "energy.png")
+    assert (tmp_path / "energy.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(fig.axes) == 2 and matplotlib.get_backend() == "svg"
+    stacked = sum(patch.get_height() for patch in fig.axes[0].patches)
+    assert stacked == pytest.approx(rep["total_j"], rel=1e-9)  # the bars add up to the ledger's total
+    assert plot_report({"run": rep}) is not None  # no path: nothing written, the figure returned

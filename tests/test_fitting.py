@@ -7,6 +7,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
 import pytest
 from jax.test_util import check_grads
@@ -194,7 +195,7 @@ def _run(argv):
     return run_fit(parser.parse_args(["fit", *argv]))
 
 
-def test_cli_end_to_end_json_plot_card(tmp_path, capsys):
+def test_cli_end_to_end_json_plot_card(tmp_path, capsys, svg_backend):
     model, _ = TRUTHS["soft-bounds"]
     pulses = _pulses((100, -100))
     state = _simulate(model, -0.2, pulses, c2c=0.05, seed=4)
@@ -210,6 +211,7 @@ def test_cli_end_to_end_json_plot_card(tmp_path, capsys):
     assert result["parameters"]["dw_min"]["stderr"] > 0
     assert result["ranking"][0]["model"] == "soft-bounds"
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+    assert matplotlib.get_backend() == "svg"  # plotting did not switch the backend
     assert load_card(out).model_name == "soft-bounds"
 
     # never overwrite without --force; the files are untouched

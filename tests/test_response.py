@@ -12,6 +12,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
 import pytest
 
@@ -231,11 +232,12 @@ def test_bad_input_gives_one_line_and_status_2(argv, where, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and where in lines[0]
 
 
-def test_plot_is_never_overwritten_without_force(tmp_path, capsys):
+def test_plot_is_never_overwritten_without_force(tmp_path, capsys, svg_backend):
     plot = tmp_path / "r.png"
     argv = ["--device", "soft-bounds", "--pulses", "+20,-20", "--devices", "20", "--plot", str(plot)]
     rc, _, _ = _run(argv, capsys)
     assert rc == 0 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == "svg"  # plotting did not switch the backend
     plot.write_bytes(b"mine")
     rc, _, err = _run(argv, capsys)
     assert rc == 2 and "--force" in err and plot.read_bytes() == b"mine"
