@@ -95,7 +95,7 @@ def _loop(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], pric
 
 
 def _epochs(graphdef, state, plain_step, data: Dataset, opts: dict[str, Any], prices, history, stop) -> RunResult:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto warns in a notebook without ipywidgets
 
     k_data, k_train = jax.random.split(jax.random.key(opts["seed"]))
     flat = FlatState(state)
