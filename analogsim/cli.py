@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from device_models import BUILTIN_CARDS, CardError, load_card
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the training loop (loading, compiling) or a second Ctrl-C
         print("interrupted; the last checkpoint written (if any) is intact", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`analogsim devices | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs' recipe: no error at exit
+        return 141  # the shell's status for SIGPIPE
     if args.json:
         out = {k: v for k, v in result.items() if k != "energy_report"}
         print(json.dumps(out))

@@ -21,7 +21,7 @@ from flax import nnx
 
 from device_models.retention import Retention, retain
 
-from .checkpoint import load_checkpoint, read_checkpoint_meta
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
 from .data import Dataset, load_dataset
 from .layers import analog_layers
 from .training import ConfigError, TrainConfig, build_model, evaluate, make_train_step, split_state
@@ -66,6 +66,12 @@ def evaluate_after(
       One dict per time: ``t_s`` and ``test_accuracy``.
     """
     meta = read_checkpoint_meta(checkpoint_dir)
+    if "config" not in meta:
+        raise CheckpointError(
+            f"{checkpoint_dir}: field 'config' is missing: the checkpoint was written by analogsim.train(model, ...) "
+            "from Python, which records no network to rebuild; evaluate_after needs one written by `analogsim train "
+            "--checkpoint-dir`"
+        )
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = {k: (tuple(v) if k == "hidden" else v) for k, v in meta["config"].items() if k in fields}
     config = TrainConfig(**cfg)
@@ -87,9 +93,8 @@ def evaluate_after(
                 layer.forward_io = dataclasses.replace(layer.forward_io, w_noise=float(retention.read_noise_std))
             if drift_compensation:
                 total = jnp.sum(jnp.abs(wt))
-                layer.out_scale.set_value(
-                    jnp.where(total > 0, jnp.sum(jnp.abs(w0)) / jnp.where(total > 0, total, 1.0), 1.0)
-                )
+                ratio = jnp.where(total > 0, jnp.sum(jnp.abs(w0)) / jnp.where(total > 0, total, 1.0), 1.0)
+                layer.out_scale.set_value(layer.out_scale.get_value() * ratio)  # on top of the layer's own scale
         g2, params, analog, rest = split_state(m)
         acc, _, _ = evaluate(
             g2,

@@ -111,3 +111,19 @@ def test_version_is_the_installed_distributions():
     assert (
         proc.stdout.strip() == f"analogsim {metadata.version('analogsim-jax')}" == f"analogsim {analogsim.__version__}"
     )
+
+
+def test_a_reader_that_goes_away_ends_quietly():
+    """`analogsim devices | head -1`: no BrokenPipeError traceback."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "analogsim.cli", "devices"], stdout=write_end, stderr=subprocess.PIPE, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 141 and "Traceback" not in err, err

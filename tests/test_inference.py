@@ -77,3 +77,25 @@ def test_cli_evaluate(trained):
         timeout=300,
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_python_checkpoint_is_refused_in_one_line(tmp_path):
+    """``analogsim.train(model, ...)`` records no config to rebuild the network from."""
+    from flax import nnx
+
+    from analogsim import MLP
+    from analogsim.checkpoint import CheckpointError
+
+    ds = load_dataset("digits")
+    ds = dataclasses.replace(ds, x_train=ds.x_train[:64], y_train=ds.y_train[:64])
+    model = MLP([64, 10], device="constant-step", rngs=nnx.Rngs(0))
+    train(model, ds, epochs=1, batch_size=32, progress=False, checkpoint_dir=str(tmp_path / "py"))
+    with pytest.raises(CheckpointError, match="field 'config' is missing"):
+        evaluate_after(tmp_path / "py", [0.0], dataset=ds)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analogsim.cli", "evaluate", "--checkpoint", str(tmp_path / "py"), "--after", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -15,7 +15,7 @@ python=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 if [[ "$data" == "digits" ]]; then data_args=(); sweep_data=(--quick); else data_args=(--data "$data"); sweep_data=(--data "$data"); fi
-if (( quick )); then epochs=(--epochs 2); sweep_epochs=(--epochs 1 --variants 2); else epochs=(); sweep_epochs=(--epochs 2 --variants 8); fi
+if (( quick )); then epochs=(--epochs 2); sweep_epochs=(--epochs 2 --variants 2); else epochs=(); sweep_epochs=(--epochs 2 --variants 8); fi
 "$python" -c "import jax, jaxlib, flax, optax; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'backend', jax.default_backend(), jax.devices())" \
     | tee "$out/environment.txt"
 failed=0
@@ -30,6 +30,6 @@ run rt_mnist 240 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices 
 run rt_mnist_transfer 120 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices soft-bounds \
     --modes gaussian,expected --algorithms ttv2,chopped-ttv2
 run rt_mnist_steps_per_call 120 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices soft-bounds \
-    --modes gaussian --steps-per-call 1,100
+    --modes gaussian --steps-per-call 1,25,125
 run sweep_vmap 150 "$here/sweep_vmap.py" "${sweep_data[@]}" "${sweep_epochs[@]}"
 exit $failed
