@@ -17,6 +17,7 @@ OUTSIDE = {
     "experiments.md": "experiments/README.md",
     "results/protonic_onen2022.md": "results/protonic_onen2022/README.md",
     "changelog.md": "CHANGELOG.md",
+    "notebooks/README.md": "notebooks/README.md",
 }
 
 
