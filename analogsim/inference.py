@@ -83,7 +83,8 @@ def evaluate_after(
         retention = card.retention if card is not None else Retention()
     results = []
     for t in times_s:
-        m = nnx.merge(graphdef, state.params, state.analog, state.rest)
+        # a copy: set_value below must not write into ``state`` (each time starts from the trained weights)
+        m = nnx.merge(graphdef, state.params, state.analog, state.rest, copy=True)
         for _, layer in analog_layers(m):
             w0 = layer.weight.get_value()
             cp = layer.crosspoints()

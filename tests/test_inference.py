@@ -99,3 +99,14 @@ def test_a_python_checkpoint_is_refused_in_one_line(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_each_time_starts_from_the_programmed_weights(trained):
+    """Several times in one call do not compound (each is measured from programming)."""
+    d, _, ds = trained
+    year = 365.25 * 86400.0
+    ret = Retention(drift_nu=0.05)
+    rows = evaluate_after(d, [year, year, 0.0], dataset=ds, retention=ret, drift_compensation=True)
+    alone = evaluate_after(d, [0.0], dataset=ds, retention=ret)
+    assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]
+    assert rows[2]["test_accuracy"] == alone[0]["test_accuracy"]
