@@ -2,7 +2,7 @@
 and the documentation site renders them as they ran.
 
     python notebooks/execute.py                 # every notebook
-    python notebooks/execute.py 02_where_the_energy_goes.ipynb
+    python notebooks/execute.py 07_where_the_energy_goes.ipynb
 
 Each notebook records, in its metadata, a hash of its code cells and the versions it ran with;
 ``tests/test_notebook_outputs.py`` checks that the committed outputs come from the committed

@@ -4,7 +4,7 @@ The data are *synthetic*: a known protonic device (the ``wo3-psg-onen2022`` card
 with a few values changed so the fit has something to find) receives pulse trains at three
 gate voltages and two pulse widths; every pulse has cycle-to-cycle noise and every reading
 has read noise, as a probe station would see. Because the truth is known, the tutorial
-(``notebooks/03_fit_a_protonic_device.ipynb``) can check whether the fit finds it and whether
+(``notebooks/04_fit_a_device.ipynb``) can check whether the fit finds it and whether
 the reported standard errors are honest.
 
 Layout (DESIGN.md, ``analogsim fit``; ``device_models.measurements``): one row per reading,
