@@ -6,8 +6,13 @@ real device they do not: every device has a *symmetry point* where up and down s
 and random up/down pulses pull the weight toward it, a bias that acts like a strong weight
 decay toward the wrong value. Tiki-Taka (TTv1) uses that pull: the gradient goes to a fast
 array A that relaxes to its symmetry point, and A's columns are transferred to the slow array
-C. TTv1 and TTv2 need A's symmetry point at the reference (zero); chopped TTv2 and AGAD remove
-that need with random sign changes (choppers) and, for AGAD, a running reference.
+C. TTv1 and TTv2 need A's symmetry point at the reference (zero); chopped TTv2 and AGAD are
+designed to remove that need with random sign changes (choppers) and, for AGAD, a running
+reference. Here they do not: with aihwkit's default settings, chopped TTv2 read against zero
+scores 83.7% at ``u = 0.25`` and 12.1% at ``u = 0.5`` on RT-MNIST (``results.json``, asymmetry
+part), below SGD read against the symmetry point (92.6%, 91.7%). Whether our defaults, the
+learning rate (the transfer rate scales with it, the threshold does not) or the implementation
+is to blame is open; notebook 06 shows the buffer firing at every read at lr 0.5.
 
 Two parts:
 
