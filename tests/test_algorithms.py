@@ -201,6 +201,7 @@ def test_chopped_ttv2_undoes_the_chopper_and_flips_at_the_rate_asked():
     assert abs(rate - 0.25) < 4 * np.sqrt(0.25 * 0.75 / (50 * 64))
 
 
+@pytest.mark.slow  # (about 16 s)
 def test_agad_flips_regularly_and_uses_the_period_mean_as_reference():
     rule = AGAD(columns_per_transfer=1, transfer_io=PERFECT, in_chop_prob=0.25)
     cp, w, state = _transfer_setup(rule, n_out=1, n_in=1)

@@ -176,6 +176,7 @@ def test_bad_arguments_are_refused():
         layer(jnp.ones((1, 5, 5, 2)))
 
 
+@pytest.mark.slow  # (about 20 s; test_small_cnn_trains_on_digits runs the same network in the default set)
 def test_small_cnn_layers_and_rows():
     model = SmallCNN(device="constant-step", rngs=nnx.Rngs(0))
     layers = analog_layers(model)

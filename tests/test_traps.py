@@ -65,6 +65,7 @@ def test_model_and_its_source_stay_usable_after_training_steps(digits):
     assert np.all(np.isfinite(np.asarray(digital(x[:4]))))
 
 
+@pytest.mark.slow  # (about 35 s; weight sharing is also trained in tests/test_any_model.py)
 def test_a_layer_called_three_times_records_three_calls_and_trains(digits):
     """Trap 2: only the last call's input was kept (shared layer 27.5% against 56.4% for three
     separate layers on this recurrence); now every call is recorded, its update sums the three
@@ -141,6 +142,7 @@ def test_evaluate_runs_batchnorm_and_dropout_in_eval_mode(digits):
     assert a == b
 
 
+@pytest.mark.slow  # (about 15 s)
 def test_jit_and_grad_of_a_closure_mask_none_and_a_schedule(digits):
     """Trap 7: jax.jit / jax.grad of a closure over the model failed (TraceContextError),
     step(..., mask=None) failed, an optax schedule as the analog rate failed."""
@@ -181,6 +183,7 @@ def test_wide_layer_from_scratch_warns_and_auto_scale_uses_the_range():
     assert errors[None] > 0.3 and errors["auto"] < errors[None] / 3, errors
 
 
+@pytest.mark.slow  # (about 20 s)
 def test_converted_rnn_reads_and_refuses_training_with_a_way_out(digits):
     """Trap 3: a converted nnx.RNN(LSTMCell) failed deep inside JAX. Its forward reads work now;
     training it says in one line why not and what works (an unrolled loop); an unrolled cell
