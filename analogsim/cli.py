@@ -76,9 +76,15 @@ def _add_train_parser(sub) -> None:
     d = TrainConfig()
     t = sub.add_parser("train", help="train a network on simulated analog hardware")
     t.add_argument(
-        "--dataset", default=d.dataset, help="digits (default, offline), mnist (with --data-dir) or PATH.npz"
+        "--dataset",
+        default=d.dataset,
+        help="digits (default, offline), mnist or cifar10 (with --data-dir), or PATH.npz",
     )
-    t.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (for --dataset mnist)")
+    t.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the four MNIST IDX files (--dataset mnist) or CIFAR-10's Python batches (cifar10)",
+    )
     t.add_argument(
         "--device", default=d.device, help=f"device card: built-in name ({', '.join(BUILTIN_CARDS)}) or TOML path"
     )
@@ -113,12 +119,32 @@ def _add_train_parser(sub) -> None:
     t.add_argument(
         "--model",
         default=d.model,
-        help="mlp (default; --hidden widths), cnn (a small CNN for square images: digits, MNIST), or "
+        help="mlp (default; --hidden widths), cnn (a small CNN for one-channel images: digits, MNIST), "
+        "resnet20, resnet32, resnet56 (CIFAR ResNets, He et al. 2016), vgg8 (NeuroSim's VGG-8), or "
         "module:factory, a function of num_features, num_classes, device, update, algorithm, reference, "
         "activation and rngs returning an nnx model",
     )
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="hidden widths of the MLP, e.g. 256,128")
-    t.add_argument("--activation", default=d.activation, choices=("tanh", "relu", "sigmoid"))
+    t.add_argument(
+        "--activation",
+        default=None,
+        choices=("tanh", "relu", "sigmoid"),
+        help="default: tanh for mlp and cnn, relu for resnet* and vgg8",
+    )
+    t.add_argument(
+        "--analog-layers",
+        default=d.analog_layers,
+        choices=("all", "inner"),
+        help="which conv and dense layers are analog: all (default) or inner (the first and the last digital, "
+        "as aihwkit's examples keep them)",
+    )
+    t.add_argument(
+        "--augment",
+        default=d.augment,
+        choices=("auto", "none", "crop-flip"),
+        help="training-batch augmentation inside the compiled step: crop-flip (pad 4, random crop, random "
+        "horizontal flip), none, or auto (default: crop-flip for cifar10, none otherwise)",
+    )
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument(
         "--steps-per-call",

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .activations import ACTIVATIONS, torch_uniform
 from .layers import AbstractAnalogLayer, AnalogLinear
-from .models import ACTIVATIONS, _torch_uniform
 from .pulsed_update import UpdateParameters
 
 __all__ = ["POOLING", "AnalogConv", "SmallCNN", "array_to_conv_kernel", "conv_kernel_to_array"]
@@ -230,6 +230,7 @@ class SmallCNN(nnx.Module):
       update: pulsed-update settings of the analog layers.
       algorithm: update rule of the analog layers; ``None``: analog SGD.
       reference: what analog weights are read against (``AnalogLinear``).
+      analog_layers: ``all`` or ``inner`` (the first convolution and the dense layer digital).
       rngs: random streams.
 
     Example:
@@ -250,8 +251,11 @@ class SmallCNN(nnx.Module):
         update: UpdateParameters = UpdateParameters(),
         algorithm=None,
         reference: str = "zero",
+        analog_layers: str = "all",
         rngs: nnx.Rngs,
     ):
+        if analog_layers not in ("all", "inner"):
+            raise ValueError(f"analog_layers: value {analog_layers!r} is not allowed; allowed: all, inner")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: value {activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
         if pooling not in POOLING:
@@ -265,23 +269,24 @@ class SmallCNN(nnx.Module):
         self.activation = activation
         self.pooling = pooling
         flat = c2 * (h // 4) * (w // 4)
-        if device is None:
+        kw = {"device": device, "update": update, "reference": reference, "rngs": rngs}
+        if algorithm is not None:
+            kw["algorithm"] = algorithm
+        edge = device is not None and analog_layers == "all"
 
-            def conv(n_in, n_out):
-                init = _torch_uniform(n_in * 9)
-                return nnx.Conv(n_in, n_out, (3, 3), padding="SAME", kernel_init=init, bias_init=init, rngs=rngs)
+        def conv(n_in, n_out, analog):
+            if analog:
+                return AnalogConv(n_in, n_out, (3, 3), **kw)
+            init = torch_uniform(n_in * 9)
+            return nnx.Conv(n_in, n_out, (3, 3), padding="SAME", kernel_init=init, bias_init=init, rngs=rngs)
 
-            init = _torch_uniform(flat)
-            self.conv1 = conv(1, c1)
-            self.conv2 = conv(c1, c2)
-            self.head = nnx.Linear(flat, num_classes, kernel_init=init, bias_init=init, rngs=rngs)
-        else:
-            kw = {"device": device, "update": update, "reference": reference, "rngs": rngs}
-            if algorithm is not None:
-                kw["algorithm"] = algorithm
-            self.conv1 = AnalogConv(1, c1, (3, 3), **kw)
-            self.conv2 = AnalogConv(c1, c2, (3, 3), **kw)
+        self.conv1 = conv(1, c1, edge)
+        self.conv2 = conv(c1, c2, device is not None)
+        if edge:
             self.head = AnalogLinear(flat, num_classes, **kw)
+        else:
+            init = torch_uniform(flat)
+            self.head = nnx.Linear(flat, num_classes, kernel_init=init, bias_init=init, rngs=rngs)
 
     def digital_ops_per_sample(self) -> int:
         """Digital operations per training sample outside the arrays (the energy ledger's

@@ -12,13 +12,23 @@ is the same with inputs and outputs exchanged.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .algorithms import RuleCounts
 
-__all__ = ["analog_step_counts", "digital_layers", "digital_step_ops", "read_counts", "spread_mask"]
+__all__ = [
+    "analog_step_counts",
+    "digital_layers",
+    "digital_rows_per_sample",
+    "digital_step_ops",
+    "read_counts",
+    "spread_mask",
+]
 
 
 def spread_mask(mask: jax.Array, rows: int) -> jax.Array:
@@ -111,9 +121,52 @@ def digital_step_ops(rows, n_in: int, n_out: int):
 
 
 def digital_layers(model: nnx.Module) -> list[tuple[str, int, int]]:
-    """``(name, in, out)`` of every ``nnx.Linear`` in ``model`` (digital parts of the ledger)."""
-    return [
-        ("/".join(str(p) for p in path), m.in_features, m.out_features)
-        for path, m in nnx.iter_modules(model)
-        if isinstance(m, nnx.Linear)
-    ]
+    """``(name, in, out)`` of every ``nnx.Linear`` and ``nnx.Conv`` in ``model`` (digital parts
+    of the ledger); a convolution's ``in`` is its weights per output channel, ``in_channels
+    * prod(kernel_size)``, as an unrolled array's."""
+    out = []
+    for path, m in nnx.iter_modules(model):
+        if isinstance(m, nnx.Linear):
+            out.append(("/".join(str(p) for p in path), m.in_features, m.out_features))
+        elif isinstance(m, nnx.Conv):
+            taps = m.in_features * int(np.prod(m.kernel_size)) // m.feature_group_count
+            out.append(("/".join(str(p) for p in path), taps, m.out_features))
+    return out
+
+
+def digital_rows_per_sample(model: nnx.Module, sample_shape: tuple[int, ...]) -> dict[str, int]:
+    """Per digital layer (``digital_layers``) that the forward pass calls, the input vectors it
+    multiplies per sample: 1 for a dense layer on one vector, the output positions for a
+    convolution (found by tracing one eval-mode forward pass of a one-sample batch, which runs
+    nothing); a layer never called is absent."""
+    return split_rows_per_sample(sample_shape, *nnx.split(model))
+
+
+def split_rows_per_sample(sample_shape: tuple[int, ...], graphdef, *states) -> dict[str, int]:
+    """``digital_rows_per_sample`` of the model ``nnx.merge(graphdef, *states)`` (the states
+    may be tracers: only their shapes are used)."""
+    rows: dict[str, int] = {}
+
+    def counting(name, fn, out_features):
+        def call(*args, **kwargs):
+            y = fn(*args, **kwargs)
+            rows[name] = rows.get(name, 0) + int(np.prod(y.shape)) // out_features
+            return y
+
+        return call
+
+    def forward(states, x):
+        m = nnx.merge(graphdef, *states, copy=True)
+        m.eval()
+        for path, layer in nnx.iter_modules(m):
+            name = "/".join(str(p) for p in path)
+            if isinstance(layer, nnx.Conv):
+                layer.conv_general_dilated = counting(name, layer.conv_general_dilated, layer.out_features)
+            elif isinstance(layer, nnx.Linear):
+                layer.dot_general = counting(name, layer.dot_general, layer.out_features)
+        return m(x)
+
+    with warnings.catch_warnings():  # (an analog layer's read stream inside a trace of shapes)
+        warnings.simplefilter("ignore")
+        jax.eval_shape(forward, states, jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32))
+    return rows

@@ -15,10 +15,11 @@ from device_models import DeviceCard, load_card
 
 from ..algorithms import ALGORITHMS as UPDATE_RULES
 from ..algorithms import make_rule
+from ..augment import AUGMENTATIONS, make_augment
 from ..checkpoint import CHECKPOINT_FILE
 from ..data import Dataset
 from ..layers import REFERENCES
-from ..models import ACTIVATIONS, MLP
+from ..models import ACTIVATIONS, ANALOG_LAYERS, DEEP_MODELS, MLP, deep_model
 from ..pulsed_update import UPDATE_MODES, UpdateParameters
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "TrainingError",
+    "build_augment",
     "build_model",
     "check_resume",
     "config_dict",
@@ -57,9 +59,11 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
-    model: str = "mlp"  # mlp, cnn (SmallCNN, square images), or module:factory (build_model)
+    model: str = "mlp"  # mlp, cnn (SmallCNN), resnet20/32/56, vgg8, or module:factory (build_model)
     hidden: tuple[int, ...] = (256, 128)
-    activation: str = "tanh"
+    activation: str | None = None  # None: the model's own (tanh for mlp and cnn, relu for resnet*/vgg8)
+    analog_layers: str = "all"  # all, or inner (first and last layers digital; mlp, cnn, resnet*, vgg8)
+    augment: str = "auto"  # none, crop-flip, or auto (crop-flip for cifar10, none otherwise)
     seed: int = 0
     energy_report: str | None = None
     force: bool = False
@@ -71,6 +75,16 @@ class TrainConfig:
     eval_batch_size: int = 500
     # training steps per compiled call (speed only; see train()); None: auto_steps_per_call
     steps_per_call: int | None = None
+
+    def __post_init__(self):
+        if self.activation is None:  # the model's own, so that a saved config names it
+            object.__setattr__(self, "activation", "relu" if self.model in DEEP_MODELS else "tanh")
+
+    def resolved_augment(self) -> str:
+        """``augment`` with ``auto`` resolved: ``crop-flip`` for ``cifar10``, else ``none``."""
+        if self.augment != "auto":
+            return self.augment
+        return "crop-flip" if self.dataset == "cifar10" else "none"
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for the first setting that is not allowed."""
@@ -93,6 +107,19 @@ class TrainConfig:
             raise ConfigError(
                 f"--model: value {self.model!r} is not allowed; allowed: {', '.join(MODELS)}, or module:factory "
                 "(a function of num_features, num_classes, device, update, algorithm, reference, activation, rngs)"
+            )
+        if self.analog_layers not in ANALOG_LAYERS:
+            raise ConfigError(
+                f"--analog-layers: value {self.analog_layers!r} is not allowed; allowed: {', '.join(ANALOG_LAYERS)}"
+            )
+        if self.analog_layers != "all" and self.model not in MODELS:
+            raise ConfigError(
+                f"--analog-layers: value {self.analog_layers!r} is not allowed with --model {self.model!r}; "
+                "a model factory decides its own analog layers (use all)"
+            )
+        if self.augment not in (*AUGMENTATIONS, "auto"):
+            raise ConfigError(
+                f"--augment: value {self.augment!r} is not allowed; allowed: auto, {', '.join(AUGMENTATIONS)}"
             )
         if self.activation not in ACTIVATIONS:
             raise ConfigError(
@@ -174,7 +201,7 @@ def check_resume(config: TrainConfig, meta: dict[str, Any]) -> None:
         )
 
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", *DEEP_MODELS)
 
 
 def _import_factory(spec: str):
@@ -188,20 +215,26 @@ def _import_factory(spec: str):
         ) from None
 
 
-def _image_shape(dataset: Dataset) -> tuple[int, int]:
-    side = math.isqrt(dataset.num_features)
-    if side * side != dataset.num_features or side % 4:
+def _image_shape(config: TrainConfig, dataset: Dataset) -> tuple[int, int, int]:
+    shape = dataset.image()
+    if config.model == "cnn" and (shape is None or shape[2] != 1 or shape[0] % 4 or shape[1] % 4):
         raise ConfigError(
-            f"--model cnn: dataset {dataset.name!r} has {dataset.num_features} features; the CNN needs square "
-            "one-channel images with a side divisible by 4 (digits 8x8, MNIST 28x28)"
+            f"--model cnn: dataset {dataset.name!r} has {dataset.num_features} features (image shape {shape}); the "
+            "small CNN needs one-channel images with sides divisible by 4 (digits 8x8, MNIST 28x28)"
         )
-    return side, side
+    if shape is None or shape[0] < 8 or shape[1] < 8:
+        raise ConfigError(
+            f"--model {config.model}: dataset {dataset.name!r} has {dataset.num_features} features (image shape "
+            f"{shape}); it needs images of at least 8x8 (digits, MNIST, CIFAR-10, or an .npz of (n, h, w[, c]) images)"
+        )
+    return shape
 
 
 def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
     """The model of ``config`` for ``dataset`` (digital for ``--algorithm digital``):
-    ``mlp`` (``MLP`` of ``--hidden`` widths), ``cnn``
-    (``SmallCNN``), or ``module:factory``, a function called with the
+    ``mlp`` (``MLP`` of ``--hidden`` widths), ``cnn`` (``SmallCNN``), ``resnet20``,
+    ``resnet32``, ``resnet56`` (``analogsim.models.ResNet``), ``vgg8``
+    (``analogsim.models.VGG8``), or ``module:factory``, a function called with the
     keyword arguments ``num_features``, ``num_classes``, ``device`` (a
     ``DeviceCard``, ``None`` for digital), ``update``, ``algorithm``,
     ``reference``, ``activation`` and ``rngs`` that returns an nnx model (logits out)."""
@@ -215,14 +248,16 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, Devi
     }
     if config.model == "mlp":
         sizes = (dataset.num_features, *config.hidden, dataset.num_classes)
-        return MLP(sizes, config.activation, **kwargs), card
-    if config.model == "cnn":
+        return MLP(sizes, config.activation, analog_layers=config.analog_layers, **kwargs), card
+    if config.model in ("cnn", *DEEP_MODELS):
         from ..conv import SmallCNN
 
-        shape = _image_shape(dataset)
-        return SmallCNN(
-            num_classes=dataset.num_classes, image_shape=shape, activation=config.activation, **kwargs
-        ), card
+        shape = _image_shape(config, dataset)
+        common = {"num_classes": dataset.num_classes, "activation": config.activation}
+        common |= {"analog_layers": config.analog_layers, **kwargs}
+        if config.model == "cnn":
+            return SmallCNN(image_shape=shape[:2], **common), card
+        return deep_model(config.model, image_shape=shape, **common), card
     factory = _import_factory(config.model)
     model = factory(
         num_features=dataset.num_features, num_classes=dataset.num_classes, activation=config.activation, **kwargs
@@ -230,3 +265,11 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, Devi
     if not isinstance(model, nnx.Module):
         raise ConfigError(f"--model: {config.model!r} returned {type(model).__name__}, not an nnx model")
     return model, card
+
+
+def build_augment(config: TrainConfig, dataset: Dataset):
+    """The training-step augmentation of ``config`` (``None``: none)."""
+    try:
+        return make_augment(config.resolved_augment(), dataset.image())
+    except ValueError as e:
+        raise ConfigError(f"--augment: {e}") from None

@@ -26,7 +26,7 @@ from ..checkpoint import CHECKPOINT_FILE, checkpoint_lock, load_checkpoint, read
 from ..data import Dataset, load_dataset
 from ..layers import analog_layers
 from ..periphery_card import PeripheryCard, load_periphery_card
-from .config import TrainConfig, build_model, check_resume, config_dict
+from .config import TrainConfig, build_augment, build_model, check_resume, config_dict
 from .endurance import endurance_report
 from .epochs import StopOnInterrupt, TrainingInterrupted, compiled_steps, epoch_batches, run_epoch
 from .evaluation import evaluate
@@ -239,6 +239,7 @@ def train_model(
     allow_version_mismatch: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
+    augment: Callable | None = None,
     _meta: dict[str, Any] | None = None,
     _hint: str | None = None,
 ) -> RunResult:
@@ -267,6 +268,8 @@ def train_model(
       callback: called after every epoch with a dict of metrics (epoch, losses, accuracies,
         samples/s, energy); ``analogsim.training.MetricsLogger`` writes them to a file.
       progress: show a progress bar on stderr.
+      augment: ``f(x, key) -> x`` applied to every training batch inside the compiled step
+        (``analogsim.augment.make_augment``); ``None``: none.
 
     Returns:
       A ``RunResult`` with the trained ``model``, accuracies, speeds and energy.
@@ -283,7 +286,7 @@ def train_model(
         _check_int("steps_per_call", steps_per_call, 1)
     if tx is None:
         tx = optax.sgd(lr)
-    graphdef, state, plain_step = make_train_step(model, tx, lr, jit=False)
+    graphdef, state, plain_step = make_train_step(model, tx, lr, jit=False, augment=augment)
     card = load_card(device_card) if isinstance(device_card, str) else device_card
     periphery = load_periphery_card(periphery) if isinstance(periphery, str) else periphery
     prices = ledger_prices(
@@ -359,6 +362,7 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
     config.validate()
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     model, card = build_model(config, data)
+    augment = build_augment(config, data)
     if config.resume and not (Path(config.checkpoint_dir) / CHECKPOINT_FILE).is_file():
         # a run killed before its first checkpoint was complete: nothing to continue
         print(
@@ -388,6 +392,7 @@ def train_config(config: TrainConfig, *, progress: bool = True, dataset: Dataset
         resume=config.resume,
         allow_version_mismatch=config.allow_version_mismatch,
         progress=progress,
+        augment=augment,
         _meta={"config": config_dict(config)},
         _hint=hint,
     )

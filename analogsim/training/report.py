@@ -13,7 +13,7 @@ from flax import nnx
 from device_models import DeviceCard, load_card
 
 from .. import energy
-from ..events import digital_layers
+from ..events import digital_layers, digital_rows_per_sample
 from ..layers import AnalogWeight, analog_layers, capture_calls, layer_calls
 from ..periphery_card import PeripheryCard
 from .config import ConfigError
@@ -54,8 +54,9 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
     baseline of the energy report), from one traced forward pass: per call of an analog layer
     with ``rows`` input vectors per sample (a convolution's patches), forward ``2 rows in out``,
     backward the same unless the call reads the network input, weight gradient the same; per
-    ``nnx.Linear`` the same with one row (the first one in path order taken to read the input).
-    Other digital layers (normalisation, pooling, activations) are not counted. For an MLP this
+    ``nnx.Linear`` and ``nnx.Conv`` the same with its rows per sample
+    (``analogsim.events.digital_rows_per_sample``; the first one in path order taken to read
+    the input). Other digital layers (normalisation, pooling, activations) are not counted. For an MLP this
     equals ``flops_per_sample`` of its widths."""
     # differentiated as in a training step: parameters and (straight through) the analog weights
     graphdef, params, rest = nnx.split(model, nnx.Any(nnx.Param, AnalogWeight), ...)
@@ -63,6 +64,7 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
 
     def trace(params, x):
         m = nnx.merge(graphdef, params, rest)
+        m.eval()  # (BatchNorm: no statistics to update in a trace of shapes)
         y, recorded, _ = capture_calls(m, x)
         for path, layer in analog_layers(m):
             for call in layer_calls(recorded, path):
@@ -74,8 +76,9 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
         warnings.simplefilter("ignore")
         jax.eval_shape(jax.grad(trace), params, jax.ShapeDtypeStruct((1, num_features), jnp.float32))
     total = sum(2 * rows * n_in * n_out * (2 if reads_input else 3) for rows, n_in, n_out, reads_input in facts)
-    for i, (_, n_in, n_out) in enumerate(digital_layers(model)):
-        total += 2 * n_in * n_out * (2 if i == 0 else 3)
+    rows = digital_rows_per_sample(model, (num_features,))
+    for i, (name, n_in, n_out) in enumerate(digital_layers(model)):
+        total += 2 * rows.get(name, 0) * n_in * n_out * (2 if i == 0 else 3)
     return total
 
 

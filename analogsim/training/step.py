@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from .. import energy
-from ..events import analog_step_counts, digital_layers, digital_step_ops, spread_mask
+from ..events import analog_step_counts, digital_layers, digital_step_ops, split_rows_per_sample, spread_mask
 from ..layers import analog_layers, capture_calls, layer_calls
 from ..tile import pulsed_training, tile_grid
 from .state import TrainState, layer_name, split_state
@@ -159,6 +159,8 @@ def _update_layers(m, specs, calls, reads_input, g_probes, mask, lr, ledger, k_u
     return ledger
 
 
+AUGMENT_STREAM = 0x61  # the step key's fold-in of the augmentation (the read and update keys are its split)
+
 SCAN_UNSUPPORTED = (
     "analog layers called inside nnx.scan (nnx.RNN) cannot be trained yet: the calls of a scanned layer "
     "are not recorded per time step; unroll the time loop in Python (a for loop over the steps calling the "
@@ -166,7 +168,14 @@ SCAN_UNSUPPORTED = (
 )
 
 
-def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: float | Callable, *, jit: bool = True):
+def make_train_step(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    lr: float | Callable,
+    *,
+    jit: bool = True,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+):
     """Build the training step and the initial state for ``model``.
 
     Args:
@@ -179,6 +188,8 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
       jit: return the step jitted (with the state donated); ``False`` returns the plain
         function, for callers that transform it further (``vmap`` over variants, ``jit`` with
         shardings, ``jax.grad``).
+      augment: ``f(x, key) -> x`` applied to each batch inside the step (``analogsim.augment``),
+        keyed by ``fold_in(key, AUGMENT_STREAM)``; ``None``: none.
 
     Returns:
       ``(graphdef, state, step)`` where ``step(state, x_all, y_all, idx, mask=None, key=...)``
@@ -203,6 +214,8 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         if key is None:
             raise TypeError("step: key= (a PRNG key) is required")
         xb, yb = x_all[idx], y_all[idx]
+        if augment is not None:
+            xb = augment(xb, jax.random.fold_in(key, AUGMENT_STREAM))
         mask = jnp.ones(idx.shape[0], jnp.float32) if mask is None else mask
         k_read, k_update = jax.random.split(key)
         loss, logits, g_params, g_probes, calls, reads_input, new_rest = _forward_backward(
@@ -215,8 +228,10 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation, lr: flo
         ledger = _update_layers(m, specs, calls, reads_input, g_probes, mask, lr_now, state.ledger, k_update)
         with jax.named_scope("ledger"):
             rows = jnp.sum(mask.astype(jnp.uint32))
+            per_sample = split_rows_per_sample(xb.shape[1:], graphdef, state.params, state.analog, state.rest)
             for name, n_in, n_out in digital:
-                ledger = energy.add_counts(ledger, name, digital_ops=digital_step_ops(rows, n_in, n_out))
+                vectors = rows * jnp.uint32(per_sample.get(name, 0))
+                ledger = energy.add_counts(ledger, name, digital_ops=digital_step_ops(vectors, n_in, n_out))
             if act_ops:
                 ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
         _, params, analog, rest = split_state(m)

@@ -1,32 +1,19 @@
-"""Ready-made networks: the multilayer perceptron of the reference task."""
+"""The multilayer perceptron of the reference task (RT-MNIST)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .algorithms import SGD, AbstractUpdateRule
-from .layers import AnalogLinear
-from .pulsed_update import UpdateParameters
+from ..activations import ACTIVATIONS, torch_uniform
+from ..algorithms import SGD, AbstractUpdateRule
+from ..layers import AnalogLinear
+from ..pulsed_update import UpdateParameters
 
 __all__ = ["ACTIVATIONS", "MLP"]
-
-ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}
-
-
-def _torch_uniform(fan_in: int):
-    """PyTorch's (and aihwkit's) default init: uniform in +-1/sqrt(fan_in)."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 class MLP(nnx.Module):
@@ -40,6 +27,8 @@ class MLP(nnx.Module):
       update: pulsed-update settings of the analog layers.
       algorithm: update rule of the analog layers (``analogsim.algorithms``); ``None``: SGD.
       reference: what analog weights are read against (``AnalogLinear``).
+      analog_layers: ``all`` (every layer analog when ``device`` is given) or ``inner`` (the
+        first and last layers digital).
       rngs: random streams.
     """
 
@@ -52,6 +41,7 @@ class MLP(nnx.Module):
         update=UpdateParameters(),
         algorithm: AbstractUpdateRule | None = None,
         reference: str = "zero",
+        analog_layers: str = "all",
         rngs: nnx.Rngs,
     ):
         sizes = tuple(sizes)
@@ -61,11 +51,14 @@ class MLP(nnx.Module):
             )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: value {activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
+        if analog_layers not in ("all", "inner"):
+            raise ValueError(f"analog_layers: value {analog_layers!r} is not allowed; allowed: all, inner")
         self.activation = activation
         layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            if device is None:
-                init = _torch_uniform(n_in)
+        last = len(sizes) - 2
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            if device is None or (analog_layers == "inner" and i in (0, last)):
+                init = torch_uniform(n_in)
                 layers.append(nnx.Linear(n_in, n_out, kernel_init=init, bias_init=init, rngs=rngs))
             else:
                 layers.append(
