@@ -27,6 +27,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -174,16 +175,33 @@ class AnalogConv(AbstractAnalogLayer):
         self.kernel_dilation = _tuple(kernel_dilation, n, "kernel_dilation")
 
     def patches(self, x: jax.Array) -> jax.Array:
-        """The receptive fields of ``x`` (batch, *spatial, in) as (batch, *out_spatial, in * prod(k))."""
-        return jax.lax.conv_general_dilated_patches(
-            x,
-            self.kernel_size,
-            self.strides,
-            self.padding,
-            rhs_dilation=self.kernel_dilation,
-            dimension_numbers=_DIMENSION_NUMBERS[len(self.kernel_size)],
-            precision=jax.lax.Precision.HIGHEST,  # an exact copy of the inputs
-        )
+        """The receptive fields of ``x`` (batch, *spatial, in) as (batch, *out_spatial, in * prod(k)).
+
+        Built from one strided slice of the padded input per kernel tap, stacked channel-major
+        (the layout of ``jax.lax.conv_general_dilated_patches``, which computes the same as a
+        convolution with an identity kernel: ``(in * prod(k))^2`` multiply-adds per output
+        position, forward and again backward, where slices cost none).
+        """
+        spatial = x.shape[1:-1]
+        n = len(spatial)
+        span = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.kernel_dilation, strict=True)]
+        if isinstance(self.padding, str):
+            pads = jax.lax.padtype_to_pads(spatial, span, self.strides, self.padding)
+        else:
+            pads = self.padding
+        x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        out = [
+            (size + lo + hi - s) // st + 1
+            for size, (lo, hi), s, st in zip(spatial, pads, span, self.strides, strict=True)
+        ]
+        taps = []
+        for tap in itertools.product(*(range(k) for k in self.kernel_size)):
+            start = [t * d for t, d in zip(tap, self.kernel_dilation, strict=True)]
+            limit = [s0 + (o - 1) * st + 1 for s0, o, st in zip(start, out, self.strides, strict=True)]
+            taps.append(jax.lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *self.strides, 1)))
+        if n == 0 or not taps:
+            raise ValueError("AnalogConv.patches: no spatial dimensions")
+        return jnp.stack(taps, axis=-1).reshape(x.shape[0], *out, -1)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """Forward read of every patch of ``x`` (..., *spatial, in) -> (..., *out_spatial, out).
