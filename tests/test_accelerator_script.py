@@ -26,3 +26,6 @@ def test_accelerator_script_quick_on_digits(tmp_path):
         assert all(row["samples_per_s"] > 0 for row in doc["rows"]), name
     sweep = json.loads((tmp_path / "sweep_vmap.json").read_text())
     assert sweep  # written by sweep_vmap.py
+    cnn = json.loads((tmp_path / "cnn" / "results.json").read_text())
+    assert [(r["net"], r["rule"]) for r in cnn["rows"]] == [("resnet20", "sgd")]
+    assert all(r["images_per_s"] > 0 and r["digital_images_per_s"] > 0 for r in cnn["rows"])

@@ -64,6 +64,10 @@ def test_devices_lists_builtin_cards():
         (["--hidden", "12,x"], "--hidden"),
         (["--device", "unobtainium"], "built-in cards"),
         (["--update-mode", "fast"], "--update-mode"),
+        (["--dataset", "cifar10"], "--dataset cifar10 needs --data-dir"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "not a directory"),
+        (["--model", "resnet20", "--analog-layers", "edges"], "--analog-layers"),
+        (["--augment", "rotate"], "--augment"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, needle):

@@ -3,7 +3,7 @@
 #   experiments/benchmarks/accelerator.sh PATH/mnist10k.npz OUTDIR
 #   experiments/benchmarks/accelerator.sh --quick digits OUTDIR   # two epochs on the digits set: checks the path
 # Writes OUTDIR/{rt_mnist,rt_mnist_transfer,rt_mnist_steps_per_call,sweep_vmap}.json, the logs beside
-# them, and OUTDIR/environment.txt (versions and the devices JAX sees). Each benchmark has its own
+# them, OUTDIR/cnn/{results.json,log.txt} (ResNet-20/32 images/s beside digital, cnn.py), and OUTDIR/environment.txt (versions and the devices JAX sees). Each benchmark has its own
 # time limit, so a slow one cannot starve the others; the script fails if any of them failed.
 set -uo pipefail
 quick=0
@@ -32,4 +32,12 @@ run rt_mnist_transfer 120 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" -
 run rt_mnist_steps_per_call 120 "$here/rt_mnist.py" "${data_args[@]}" "${epochs[@]}" --devices soft-bounds \
     --modes gaussian --steps-per-call 1,25,125
 run sweep_vmap 150 "$here/sweep_vmap.py" "${sweep_data[@]}" "${sweep_epochs[@]}"
+if (( quick )); then
+    cnn_args=(--nets resnet20 --configs sgd:gaussian --batch 32 --steps 2)
+else
+    cnn_args=(--configs sgd:gaussian,sgd:expected,sgd:exact,chopped-ttv2:gaussian,ttv2:gaussian,mixed-precision:gaussian --steps 5)
+fi
+timeout 400 "$python" "$here/cnn.py" "${cnn_args[@]}" --out "$out/cnn" 2>&1 | tee "$out/cnn.log"
+rc=${PIPESTATUS[0]}
+if (( rc != 0 )); then echo "accelerator.sh: cnn exited with status $rc" >&2; failed=1; fi
 exit $failed
