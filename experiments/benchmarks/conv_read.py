@@ -64,7 +64,9 @@ def main(argv=None) -> int:
         def loss_periphery(x, layer=noisy):
             return jnp.sum(layer(x, key=jax.random.key(1)) ** 2)
 
-        def loss_direct(x, kernel=kernel, bias=ideal.bias.get_value()):
+        bias = ideal.bias.get_value()
+
+        def loss_direct(x, kernel=kernel, bias=bias):
             y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
             return jnp.sum((y + bias) ** 2)
