@@ -134,39 +134,48 @@ def digital_layers(model: nnx.Module) -> list[tuple[str, int, int]]:
     return out
 
 
-def digital_rows_per_sample(model: nnx.Module, sample_shape: tuple[int, ...]) -> dict[str, int]:
-    """Per digital layer (``digital_layers``) that the forward pass calls, the input vectors it
-    multiplies per sample: 1 for a dense layer on one vector, the output positions for a
-    convolution (found by tracing one eval-mode forward pass of a one-sample batch, which runs
-    nothing); a layer never called is absent."""
+def digital_rows_per_sample(model: nnx.Module, sample_shape: tuple[int, ...]) -> dict[str, tuple[int, bool]]:
+    """Per digital layer (``digital_layers``) that the forward pass calls: the input vectors it
+    multiplies per sample (1 for a dense layer on one vector, the output positions for a
+    convolution) and whether its input is the network's input (then no error is propagated
+    back through it). Found by tracing the gradient of one eval-mode forward pass of a
+    one-sample batch, which runs nothing; a layer never called is absent."""
     return split_rows_per_sample(sample_shape, *nnx.split(model))
 
 
-def split_rows_per_sample(sample_shape: tuple[int, ...], graphdef, *states) -> dict[str, int]:
+def split_rows_per_sample(sample_shape: tuple[int, ...], graphdef, *states) -> dict[str, tuple[int, bool]]:
     """``digital_rows_per_sample`` of the model ``nnx.merge(graphdef, *states)`` (the states
     may be tracers: only their shapes are used)."""
-    rows: dict[str, int] = {}
+    rows: dict[str, tuple[int, bool]] = {}
 
-    def counting(name, fn, out_features):
-        def call(*args, **kwargs):
-            y = fn(*args, **kwargs)
-            rows[name] = rows.get(name, 0) + int(np.prod(y.shape)) // out_features
+    def counting(name, fn, out_features, x):
+        def call(lhs, *args, **kwargs):
+            y = fn(lhs, *args, **kwargs)
+            # traced values that depend on the differentiated parameters are another kind of tracer
+            reads_input = type(lhs) is type(x)
+            n, flag = rows.get(name, (0, True))
+            rows[name] = (n + int(np.prod(y.shape)) // out_features, flag and reads_input)
             return y
 
         return call
 
     def forward(states, x):
-        m = nnx.merge(graphdef, *states, copy=True)
-        m.eval()
-        for path, layer in nnx.iter_modules(m):
-            name = "/".join(str(p) for p in path)
-            if isinstance(layer, nnx.Conv):
-                layer.conv_general_dilated = counting(name, layer.conv_general_dilated, layer.out_features)
-            elif isinstance(layer, nnx.Linear):
-                layer.dot_general = counting(name, layer.dot_general, layer.out_features)
-        return m(x)
+        g, params, others = nnx.split(nnx.merge(graphdef, *states, copy=True), nnx.Param, ...)
 
-    with warnings.catch_warnings():  # (an analog layer's read stream inside a trace of shapes)
+        def loss(params):
+            m = nnx.merge(g, params, others, copy=True)
+            m.eval()
+            for path, layer in nnx.iter_modules(m):
+                name = "/".join(str(p) for p in path)
+                if isinstance(layer, nnx.Conv):
+                    layer.conv_general_dilated = counting(name, layer.conv_general_dilated, layer.out_features, x)
+                elif isinstance(layer, nnx.Linear):
+                    layer.dot_general = counting(name, layer.dot_general, layer.out_features, x)
+            return jnp.sum(m(x))
+
+        return jax.grad(loss)(params)
+
+    with warnings.catch_warnings():  # (an analog layer's read stream and gradient inside a trace of shapes)
         warnings.simplefilter("ignore")
         jax.eval_shape(forward, states, jax.ShapeDtypeStruct((1, *sample_shape), jnp.float32))
     return rows

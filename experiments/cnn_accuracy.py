@@ -81,6 +81,7 @@ def run(args) -> dict:
             flush=True,
         )
     return {
+        "experiment": NAME,
         "mode": mode,
         "dataset": data.name,
         "image_shape": list(image),

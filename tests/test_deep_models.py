@@ -139,9 +139,11 @@ def test_config_builds_the_deep_models(small_digits):
 def test_digital_conv_rows_are_its_output_positions():
     model = ResNet(8, image_shape=(8, 8, 1), width=2, device="constant-step", analog_layers="inner", rngs=nnx.Rngs(0))
     assert dict((n, (i, o)) for n, i, o in digital_layers(model)) == {"head": (8, 10), "stem": (9, 2)}
-    assert digital_rows_per_sample(model, (64,)) == {"stem": 64, "head": 1}
+    # the stem reads the (reshaped) input: no error goes back through it; the head reads activations
+    assert digital_rows_per_sample(model, (64,)) == {"stem": (64, True), "head": (1, False)}
     strided = nnx.Conv(1, 2, (3, 3), strides=2, padding="VALID", rngs=nnx.Rngs(0))
-    assert digital_rows_per_sample(nnx.Sequential(lambda x: x.reshape(-1, 9, 9, 1), strided), (81,)) == {"layers/1": 16}
+    net = nnx.Sequential(lambda x: x.reshape(-1, 9, 9, 1), strided)
+    assert digital_rows_per_sample(net, (81,)) == {"layers/1": (16, True)}
 
 
 def _write_cifar(root, n_per_batch=4, seed=0):

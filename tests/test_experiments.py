@@ -42,6 +42,13 @@ def _is_accuracy(x) -> bool:
     return isinstance(x, float) and 0.0 <= x <= 1.0
 
 
+def test_cnn_accuracy(tmp_path):
+    result = _run("cnn_accuracy", tmp_path / "cnn", "--rules", "digital,sgd")
+    assert [r["rule"] for r in result["rows"]] == ["digital", "sgd"]
+    assert all(_is_accuracy(r["test_accuracy"]) and r["images_per_s"] > 0 for r in result["rows"])
+    assert result["image_shape"] == [8, 8, 1] and result["train_images"] == 128
+
+
 def test_protonic_operating_point(tmp_path):
     r = _run("protonic_operating_point", tmp_path / "opoint")
     assert r["card"] == "wo3-psg-onen2022" and r["controller"] == "operating"

@@ -55,8 +55,8 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
     with ``rows`` input vectors per sample (a convolution's patches), forward ``2 rows in out``,
     backward the same unless the call reads the network input, weight gradient the same; per
     ``nnx.Linear`` and ``nnx.Conv`` the same with its rows per sample
-    (``analogsim.events.digital_rows_per_sample``; the first one in path order taken to read
-    the input). Other digital layers (normalisation, pooling, activations) are not counted. For an MLP this
+    (``analogsim.events.digital_rows_per_sample``, which also tells whether it reads the
+    input). Other digital layers (normalisation, pooling, activations) are not counted. For an MLP this
     equals ``flops_per_sample`` of its widths."""
     # differentiated as in a training step: parameters and (straight through) the analog weights
     graphdef, params, rest = nnx.split(model, nnx.Any(nnx.Param, AnalogWeight), ...)
@@ -76,9 +76,10 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
         warnings.simplefilter("ignore")
         jax.eval_shape(jax.grad(trace), params, jax.ShapeDtypeStruct((1, num_features), jnp.float32))
     total = sum(2 * rows * n_in * n_out * (2 if reads_input else 3) for rows, n_in, n_out, reads_input in facts)
-    rows = digital_rows_per_sample(model, (num_features,))
-    for i, (name, n_in, n_out) in enumerate(digital_layers(model)):
-        total += 2 * rows.get(name, 0) * n_in * n_out * (2 if i == 0 else 3)
+    calls = digital_rows_per_sample(model, (num_features,))
+    for name, n_in, n_out in digital_layers(model):
+        rows, reads_input = calls.get(name, (0, False))
+        total += 2 * rows * n_in * n_out * (2 if reads_input else 3)
     return total
 
 

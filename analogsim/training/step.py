@@ -230,7 +230,7 @@ def make_train_step(
             rows = jnp.sum(mask.astype(jnp.uint32))
             per_sample = split_rows_per_sample(xb.shape[1:], graphdef, state.params, state.analog, state.rest)
             for name, n_in, n_out in digital:
-                vectors = rows * jnp.uint32(per_sample.get(name, 0))
+                vectors = rows * jnp.uint32(per_sample.get(name, (0, False))[0])
                 ledger = energy.add_counts(ledger, name, digital_ops=digital_step_ops(vectors, n_in, n_out))
             if act_ops:
                 ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
