@@ -150,7 +150,8 @@ def _add_train_parser(sub) -> None:
         "--steps-per-call",
         type=_positive_int,
         default=d.steps_per_call,
-        help="training steps per compiled call (speed only; default: the largest divisor of an epoch's steps up to 25)",
+        help="training steps per compiled call (speed only; default: the largest divisor of an epoch's steps up to 25, "
+        "or 1 for a model with digital convolutions on the CPU)",
     )
     t.add_argument("--energy-report", default=None, metavar="FILE.json", help="write the energy ledger here")
     t.add_argument("--force", action="store_true", help="overwrite an existing --energy-report file")
