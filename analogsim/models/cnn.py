@@ -122,8 +122,11 @@ class ResNet(nnx.Module):
       analog_layers: ``all`` (every convolution and the dense layer analog) or ``inner`` (the
         first convolution and the dense layer digital).
       device: card name/path, ``DeviceCard`` or model of the analog layers; ``None``: all digital.
-      update, algorithm, reference, forward_io, backward_io: settings of every analog layer
-        (``AnalogLinear``); ``None`` keeps the layer's default.
+      update: pulsed-update settings of every analog layer (``None``: the layer's default).
+      algorithm: update rule of every analog layer (``None``: analog SGD).
+      reference: what analog weights are read against (``AnalogLinear``; ``None``: zero).
+      forward_io: periphery of the forward reads (``None``: the default).
+      backward_io: periphery of the backward reads (``None``: the default).
       rngs: random streams.
 
     Example:
@@ -219,7 +222,11 @@ class VGG8(nnx.Module):
       batch_norm: digital batch normalisation after each convolution.
       analog_layers: ``all`` or ``inner`` (first convolution and last dense layer digital).
       device: card of the analog layers; ``None``: all digital.
-      update, algorithm, reference, forward_io, backward_io: settings of every analog layer.
+      update: pulsed-update settings of every analog layer (``None``: the layer's default).
+      algorithm: update rule of every analog layer (``None``: analog SGD).
+      reference: what analog weights are read against (``None``: zero).
+      forward_io: periphery of the forward reads (``None``: the default).
+      backward_io: periphery of the backward reads (``None``: the default).
       rngs: random streams.
     """
 
