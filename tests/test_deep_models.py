@@ -57,7 +57,10 @@ def forward(model, x):
     [
         # (ResNet-20, 32 and 56 differ from ResNet-8 only in the number of blocks per stage)
         lambda **kw: ResNet(8, image_shape=(8, 8, 3), width=4, **kw),
-        lambda **kw: ResNet(8, image_shape=(12, 12, 1), width=3, analog_layers="inner", **kw),
+        pytest.param(  # (25 s: to the slow set; the default set has the all-analog ResNet and VGG-8)
+            lambda **kw: ResNet(8, image_shape=(12, 12, 1), width=3, analog_layers="inner", **kw),
+            marks=pytest.mark.slow,
+        ),
         lambda **kw: VGG8(image_shape=(8, 8, 3), width=4, hidden=16, **kw),
         pytest.param(
             lambda **kw: VGG8(image_shape=(16, 16, 1), width=2, hidden=8, batch_norm=False, **kw),
