@@ -184,9 +184,8 @@ class ResNet(nnx.Module):
         h, w, _ = self.image_shape
         total, c = 0, self.width
         sizes = [(h, w)]
-        for stage in range(3):
-            if stage:
-                sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
+        for _ in range(2):  # stages 2 and 3 halve the image (stride 2, padding 1: rounding up)
+            sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
         n = (self.depth - 2) // 6
         total += 10 * c * h * w  # stem: normalisation and activation
         for stage, (sh, sw) in enumerate(sizes):

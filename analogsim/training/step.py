@@ -228,7 +228,10 @@ def make_train_step(
         ledger = _update_layers(m, specs, calls, reads_input, g_probes, mask, lr_now, state.ledger, k_update)
         with jax.named_scope("ledger"):
             rows = jnp.sum(mask.astype(jnp.uint32))
-            per_sample = split_rows_per_sample(xb.shape[1:], graphdef, state.params, state.analog, state.rest)
+            # (a trace of shapes at compile time, and only when there are digital layers to count)
+            per_sample = (
+                split_rows_per_sample(xb.shape[1:], graphdef, state.params, state.analog, state.rest) if digital else {}
+            )
             for name, n_in, n_out in digital:
                 vectors = rows * jnp.uint32(per_sample.get(name, (0, False))[0])
                 ledger = energy.add_counts(ledger, name, digital_ops=digital_step_ops(vectors, n_in, n_out))
