@@ -19,14 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from . import counters
 from .algorithms import RuleCounts
+from .energy import COUNT_KINDS
 
 __all__ = [
     "analog_step_counts",
     "digital_layers",
     "digital_rows_per_sample",
-    "digital_step_ops",
+    "digital_step_terms",
+    "exact_counts",
     "read_counts",
+    "read_terms",
     "spread_mask",
 ]
 
@@ -38,20 +42,51 @@ def spread_mask(mask: jax.Array, rows: int) -> jax.Array:
     return jnp.repeat(mask, per) if per > 1 else mask
 
 
-def read_counts(reads, n_in: int, n_out: int, tiles: tuple[int, int], *, backward=False):
-    """Conversions, cross-point reads and periphery operations of ``reads`` reads of a layer
-    (forward; ``backward=True``: the transposed read, no digital bias). Works on Python ints
-    and on uint32 arrays alike."""
+def read_terms(reads, n_in: int, n_out: int, tiles: tuple[int, int], *, backward=False, one_hot=False):
+    """The events of ``reads`` reads of a layer as ``{kind: [(count, factor), ...]}``: each
+    kind's total is the sum of ``count * factor`` (kept apart so that a jitted step can form the
+    products exactly, ``analogsim.counters.mul``). ``backward``: the transposed read (the
+    error's inputs are the layer's outputs); ``one_hot``: a transfer read of one column (one
+    input line driven, nothing read from or written to the SRAM buffers: the rule counts its
+    buffer)."""
     t_rows, t_cols = tiles
     if backward:
         n_in, n_out, t_rows, t_cols = n_out, n_in, t_cols, t_rows
+    if one_hot:
+        return {
+            "array_reads": [(reads, 1)],
+            "crosspoint_reads": [(reads, n_out)],
+            "read_wire_cells": [(reads, n_out + n_out * n_in)],  # one row line, every column line
+            "dac_conversions": [(reads, n_in)],
+            "adc_conversions": [(reads, n_out)],
+        }
     return {
-        "array_reads": reads,
-        "crosspoint_reads": reads * (n_in * n_out),
-        "dac_conversions": reads * (t_rows * n_in),
-        "adc_conversions": reads * (t_cols * n_out),
-        "digital_ops": reads * (t_rows * n_in + t_cols * n_out + (t_cols - 1) * n_out),
+        "array_reads": [(reads, 1)],
+        "crosspoint_reads": [(reads, n_in * n_out)],
+        # every input line (n_out cells long over its tiles) and every output line (n_in cells)
+        "read_wire_cells": [(reads, 2 * n_in * n_out)],
+        "dac_conversions": [(reads, t_rows * n_in)],
+        "adc_conversions": [(reads, t_cols * n_out)],
+        "memory_words": [(reads, n_in + n_out)],  # the input vector read, the output written
+        "digital_ops": [(reads, t_rows * n_in + t_cols * n_out + (t_cols - 1) * n_out)],
     }
+
+
+def read_counts(reads: int, n_in: int, n_out: int, tiles: tuple[int, int], *, backward=False) -> dict[str, int]:
+    """``read_terms`` summed on the host (Python ints, exact), every count kind present."""
+    terms = read_terms(reads, n_in, n_out, tiles, backward=backward)
+    return {kind: sum(a * b for a, b in terms.get(kind, [])) for kind in COUNT_KINDS}
+
+
+def exact_counts(*term_dicts: dict) -> dict[str, jax.Array]:
+    """Counters (``analogsim.counters``) of the summed terms of ``term_dicts`` (``read_terms``
+    form), formed exactly inside jitted code; every kind of ``COUNT_KINDS`` present."""
+    out = {kind: counters.zeros() for kind in COUNT_KINDS}
+    for terms in term_dicts:
+        for kind, pairs in terms.items():
+            for a, b in pairs:
+                out[kind] = counters.add(out[kind], counters.mul(a, b))
+    return out
 
 
 def analog_step_counts(
@@ -66,7 +101,7 @@ def analog_step_counts(
     has_bias: bool,
     tiles: tuple[int, int] = (1, 1),
 ) -> dict[str, jax.Array]:
-    """The events of one training step of one analog layer (uint32 increments).
+    """The events of one training step of one analog layer (exact counters, one per kind).
 
     Args:
       reads: (rows,) forward reads per vector (bound management may read a vector again), all
@@ -75,15 +110,15 @@ def analog_step_counts(
       mask: (rows,) 1 for real samples, 0 for padding.
       back: (rows,) whether the row's error is read back through the array (not for a call
         that reads the network input, whose error nothing needs).
-      rule: what the update rule did: pulses on all of its arrays, transfer reads (one-hot
-        inputs: each drives all ``n_in`` DAC lines and reads ``n_out`` cross-points and ADCs),
-        and its digital operations.
+      rule: what the update rule did: pulses on all of its arrays, its pulse slots, the wire
+        its pulses charged and the random bits it drew, transfer reads (one-hot inputs), its
+        digital operations and its digital matrices' memory words.
       n_in, n_out: array size.
       has_bias: the layer has a digital bias.
       tiles: ``(R, C)``, the tiles the array is split into along its outputs and inputs.
 
     Returns:
-      Increments for ``analogsim.energy.add_counts``.
+      Counters for ``analogsim.energy.add_counts``.
     """
     u32 = jnp.uint32
     mask_i = mask.astype(u32)
@@ -92,32 +127,56 @@ def analog_step_counts(
     with_error = jnp.sum(has_error.astype(u32))
     bwd = jnp.sum((has_error & back).astype(u32))
     rows = jnp.sum(mask_i)
-    transfer = rule.transfer_reads.astype(u32)
-    f = read_counts(fwd, n_in, n_out, tiles)
-    b = read_counts(bwd, n_in, n_out, tiles, backward=True)
-    t = read_counts(transfer, n_in, n_out, (1, 1))  # a one-hot vector per read
-    digital = (
-        f["digital_ops"]
-        + b["digital_ops"]
-        + with_error * u32(n_in + n_out)  # pulse probabilities of the update
-        + ((rows + 1) * u32(n_out) if has_bias else u32(0))  # bias additions and its SGD step
-        + rule.digital_ops.astype(u32)
-    )
-    return {
-        "pulses_up": rule.pulses_up.astype(u32),
-        "pulses_down": rule.pulses_down.astype(u32),
-        "array_reads": fwd + bwd + transfer,
-        "crosspoint_reads": f["crosspoint_reads"] + b["crosspoint_reads"] + transfer * u32(n_out),
-        "dac_conversions": f["dac_conversions"] + b["dac_conversions"] + transfer * u32(n_in),
-        "adc_conversions": f["adc_conversions"] + b["adc_conversions"] + t["adc_conversions"],
-        "digital_ops": digital,
+    slots, direct, words = (_uint(getattr(rule, k)) for k in ("slots", "direct_slots", "memory_words"))
+    own = {
+        "pulses_up": [(rule.pulses_up, 1)],
+        "pulses_down": [(rule.pulses_down, 1)],
+        "update_slots": [(slots, 1), (direct, 1)],
+        "write_wire_cells": [*_float_terms(rule.row_pulses, n_out), *_float_terms(rule.column_pulses, n_in)],
+        "bit_draws": [(slots, n_in + n_out)],  # one random bit per line and slot
+        # the update re-reads the stored input and error of each row with an error
+        "memory_words": [(with_error, n_in + n_out), (words, 1)],
+        "digital_ops": [
+            (with_error, n_in + n_out),  # pulse probabilities of the update
+            (rule.digital_ops, 1),
+            *([(rows, n_out), (u32(n_out), 1)] if has_bias else []),  # bias additions and its SGD step
+        ],
     }
+    return exact_counts(
+        read_terms(fwd, n_in, n_out, tiles),
+        read_terms(bwd, n_in, n_out, tiles, backward=True),
+        read_terms(rule.transfer_reads.astype(u32), n_in, n_out, (1, 1), one_hot=True),
+        own,
+    )
 
 
-def digital_step_ops(rows, n_in: int, n_out: int):
-    """Digital operations of one training step of an ``nnx.Linear`` on ``rows`` samples:
-    forward, error and weight-gradient multiply-adds per sample, then the optimizer step."""
-    return rows * (3 * n_in * n_out + n_out) + n_in * n_out + n_out
+def _uint(v) -> jax.Array:
+    return jnp.zeros((), jnp.uint32) if v is None else jnp.asarray(v).astype(jnp.uint32)
+
+
+def _float_terms(v, factor: int) -> list[tuple[jax.Array, int]]:
+    """``round(v) * factor`` for a float32 count ``v`` (up to 2**48) as exact uint32 terms: its
+    high and low 16-bit parts."""
+    if v is None:
+        return []
+    n = jnp.round(jnp.asarray(v, jnp.float32))
+    high = jnp.floor(n / 65536.0)
+    return [(high.astype(jnp.uint32), factor * 65536), ((n - high * 65536.0).astype(jnp.uint32), factor)]
+
+
+def digital_step_terms(rows, steps, n_in: int, n_out: int, *, reads_input: bool = False) -> dict[str, list]:
+    """Digital operations and memory words of training ``nnx.Linear``-like weights (``n_in`` x
+    ``n_out``) on ``rows`` input vectors in ``steps`` optimizer steps: per vector the forward,
+    the error (unless the layer reads the network input) and the weight-gradient multiply-adds,
+    the bias; per step the optimizer update. Memory: each vector's input and output read or
+    written by each pass (forward 1 + 1, error 1 + 1, gradient 1 + 1); per step the weights read
+    by the forward and the error pass and read and written by the update (batch-stationary
+    weights)."""
+    passes = 2 if reads_input else 3
+    return {
+        "digital_ops": [(rows, passes * n_in * n_out + n_out), (steps, n_in * n_out + n_out)],
+        "memory_words": [(rows, passes * (n_in + n_out)), (steps, (passes + 1) * n_in * n_out)],
+    }
 
 
 def digital_layers(model: nnx.Module) -> list[tuple[str, int, int]]:

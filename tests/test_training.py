@@ -62,14 +62,22 @@ def test_digital_baseline_trains(small_digits):
     res = train(small_config(algorithm="digital", epochs=3, lr=1.0), progress=False, dataset=small_digits)
     assert res["epoch_test_accuracy"][-1] > 0.5
     kinds = res["energy_j"]["by_kind"]
-    assert kinds["write"] == kinds["read"] == kinds["dac"] == kinds["adc"] == 0.0
-    # 64-16-10 MLP, 256 samples x 3 epochs: per sample 3*in*out + out per layer plus 2 * 16 activation ops,
-    # per step the optimizer's in*out + out per layer (8 steps of 32 per epoch)
-    per_sample = (3 * 64 * 16 + 16) + (3 * 16 * 10 + 10) + 2 * 16
+    assert kinds["write"] == kinds["read"] == kinds["dac"] == kinds["adc"] == kinds["wire"] == 0.0
+    # 64-16-10 MLP, 256 samples x 3 epochs: per sample forward, error (not for the first layer, which
+    # reads the input) and gradient in*out + out per layer, 2 * 16 activation ops and 5 * 10 for the
+    # softmax cross-entropy; per step the optimizer's in*out + out per layer (8 steps of 32 per epoch)
+    per_sample = (2 * 64 * 16 + 16) + (3 * 16 * 10 + 10) + 2 * 16 + 5 * 10
     per_step = (64 * 16 + 16) + (16 * 10 + 10)
     ops = 256 * 3 * per_sample + 8 * 3 * per_step
-    assert res["energy_report"]["counts"]["digital_ops"] == ops
+    # memory: each pass reads its input and writes its output per sample; weights read per pass and written once per step
+    words = 256 * 3 * (2 * (64 + 16) + 3 * (16 + 10)) + 8 * 3 * (3 * 64 * 16 + 4 * 16 * 10)
+    rep = res["energy_report"]
+    assert rep["counts"]["digital_ops"] == ops and rep["counts"]["memory_words"] == words
     assert kinds["digital"] == pytest.approx(ops * 4.6e-12, rel=1e-9)
+    assert kinds["memory"] == pytest.approx(words * 5e-12, rel=1e-9)
+    # a digital network on the chip's digital unit is the accelerator baseline: ratio 1
+    assert rep["digital_baseline"]["name"] == "accelerator"
+    assert rep["digital_over_analog"] == pytest.approx(1.0, rel=1e-12)
 
 
 def test_exact_counters_past_32_and_53_bits():

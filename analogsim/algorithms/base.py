@@ -25,6 +25,7 @@ __all__ = [
     "check_fields",
     "columns_of",
     "counts_of",
+    "plus_streams",
 ]
 
 # Transfer reads in aihwkit's Tiki-Taka presets: no noise or bound management (a one-hot input
@@ -48,19 +49,49 @@ class RuleCounts(NamedTuple):
     # (out, in) pulses each device of the array written every step received (the expectation
     # where the rung draws none): the endurance tally (AbstractAnalogLayer.wear)
     wear: jax.Array | None = None
+    # for the energy ledger's update periphery and time (``counts_of`` sets them all): pulse
+    # slots of stochastic bit streams (each draws one random bit per line), slots of direct
+    # writes (a number of pulses per cross-point), expected pulses on input and on output lines
+    # (float32), and memory words of the rule's digital matrices (buffer, chi, choppers)
+    slots: jax.Array | None = None
+    direct_slots: jax.Array | None = None
+    row_pulses: jax.Array | None = None
+    column_pulses: jax.Array | None = None
+    memory_words: jax.Array | None = None
 
 
 def zero() -> jax.Array:
     return jnp.zeros((), jnp.int32)
 
 
-def counts_of(up=None, down=None, reads=None, ops=None) -> RuleCounts:
+def counts_of(up=None, down=None, reads=None, ops=None, **wiring) -> RuleCounts:
+    """Rule counts with every ledger field set (zero where not given); ``wiring``: ``slots``,
+    ``direct_slots``, ``memory_words`` (int32), ``row_pulses``, ``column_pulses`` (float32)."""
+    ints = ("slots", "direct_slots", "memory_words")
     return RuleCounts(
         jnp.asarray(zero() if up is None else up, jnp.int32),
         jnp.asarray(zero() if down is None else down, jnp.int32),
         jnp.asarray(zero() if reads is None else reads, jnp.int32),
         jnp.asarray(zero() if ops is None else ops, jnp.int32),
+        **{
+            k: jnp.asarray(wiring.get(k, 0), jnp.int32 if k in ints else jnp.float32)
+            for k in (*ints, "row_pulses", "column_pulses")
+        },
     )
+
+
+def plus_streams(counts: RuleCounts, *pulses) -> RuleCounts:
+    """``counts`` with the pulses (``PulseCounts`` of ``pulsed_update``) added: their up and
+    down pulses, slots and line pulses."""
+    for p in pulses:
+        counts = counts._replace(
+            pulses_up=counts.pulses_up + p.up,
+            pulses_down=counts.pulses_down + p.down,
+            slots=counts.slots + p.slots,
+            row_pulses=counts.row_pulses + p.row_pulses,
+            column_pulses=counts.column_pulses + p.column_pulses,
+        )
+    return counts
 
 
 def apply_counts(
@@ -87,9 +118,16 @@ def apply_counts(
     n = n.astype(jnp.int32)
     n_up = jnp.maximum(n, 0)
     n_down = jnp.maximum(-n, 0)
-    counts = counts_of(jnp.sum(n_up), jnp.sum(n_down))
+    mag = jnp.abs(n)
+    # written line by line in max |n| slots: input line j carries max_i |n_ij| pulses, output line i max_j |n_ij|
+    counts = counts_of(
+        jnp.sum(n_up),
+        jnp.sum(n_down),
+        direct_slots=jnp.max(mag, initial=0),
+        row_pulses=jnp.sum(jnp.max(mag, axis=0, initial=0), dtype=jnp.float32),
+        column_pulses=jnp.sum(jnp.max(mag, axis=1, initial=0), dtype=jnp.float32),
+    )
     if mode == "exact":
-        mag = jnp.abs(n)
 
         def body(i, w):
             pulses = jnp.where(mag > i, jnp.sign(n), 0).astype(jnp.int8)

@@ -56,4 +56,6 @@ class MixedPrecision(AbstractUpdateRule):
 
         w, chi, counts = jax.lax.cond(state.step % self.transfer_every == 0, transfer, skip, (w, chi))
         ops = rows * n_in * n_out + 2 * n_in * n_out  # outer product, then threshold and subtract
-        return w, MixedPrecisionState(chi, state.step + 1), counts._replace(digital_ops=counts.digital_ops + ops)
+        words = 2 * n_in * n_out  # chi read and written once per batch (the outer products accumulate in registers)
+        counts = counts._replace(digital_ops=counts.digital_ops + ops, memory_words=counts.memory_words + words)
+        return w, MixedPrecisionState(chi, state.step + 1), counts

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from device_models import CrossPointDraws, OneSided, crosspoints, needed_draws, standard_draws
 
 from ..pulsed_update import pulsed_update
-from .base import AbstractUpdateRule, apply_counts, counts_of
+from .base import AbstractUpdateRule, apply_counts, counts_of, plus_streams
 
 __all__ = ["DifferentialPair", "PairState"]
 
@@ -69,12 +69,13 @@ class DifferentialPair(AbstractUpdateRule):
         plus, p_plus = pulsed_update(one, cp, w, x, d, lr, up, key=k_plus)
         minus, p_minus = pulsed_update(one, minus_device, state.minus, x, -d, lr, up, key=k_minus)
         plus, minus, refreshed = self._refresh(model, cp, minus_device, plus, minus, up.mode, k_refresh)
-        counts = counts_of(
-            p_plus.up + p_minus.up + refreshed.pulses_up,
-            refreshed.pulses_down,
-            refreshed.transfer_reads,
-            refreshed.digital_ops,
-        )._replace(wear=p_plus.per_device)  # per pair: G+ takes the up share, G- the rest (an upper bound for each)
+        counts = plus_streams(refreshed, p_plus, p_minus)
+        # only up pulses act on one-sided devices (G-'s up pulses are G+'s down requests)
+        counts = counts._replace(
+            pulses_up=refreshed.pulses_up + p_plus.up + p_minus.up,
+            pulses_down=refreshed.pulses_down,
+            wear=p_plus.per_device,
+        )  # per pair: G+ takes the up share, G- the rest (an upper bound for each)
         return plus, state._replace(minus=minus), counts
 
     def _refresh(self, model, cp_plus, cp_minus, plus, minus, mode, key):
@@ -95,4 +96,17 @@ class DifferentialPair(AbstractUpdateRule):
         minus = jnp.where(need, new_minus, minus)
         resets = 2 * jnp.sum(need, dtype=jnp.int32)
         columns = jnp.sum(jnp.any(need, axis=0), dtype=jnp.int32)
-        return plus, minus, counts_of(c_plus.pulses_up + c_minus.pulses_up, resets, columns, 2 * plus.size)
+        direct = jnp.maximum(c_plus.direct_slots, c_minus.direct_slots)
+        return (
+            plus,
+            minus,
+            counts_of(
+                c_plus.pulses_up + c_minus.pulses_up,
+                resets,
+                columns,
+                2 * plus.size,
+                direct_slots=direct,
+                row_pulses=c_plus.row_pulses + c_minus.row_pulses,
+                column_pulses=c_plus.column_pulses + c_minus.column_pulses,
+            ),
+        )

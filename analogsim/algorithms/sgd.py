@@ -6,7 +6,7 @@ import dataclasses
 from typing import ClassVar, NamedTuple
 
 from ..pulsed_update import pulsed_update
-from .base import AbstractUpdateRule, counts_of
+from .base import AbstractUpdateRule, counts_of, plus_streams
 
 __all__ = ["SGD", "SGDState"]
 
@@ -26,4 +26,4 @@ class SGD(AbstractUpdateRule):
 
     def update(self, model, cp, w, state, x, d, lr, up, *, key):
         w, pulses = pulsed_update(model, cp, w, x, d, lr, up, key=key)
-        return w, state, counts_of(pulses.up, pulses.down)._replace(touched=pulses.touched, wear=pulses.per_device)
+        return w, state, plus_streams(counts_of(), pulses)._replace(touched=pulses.touched, wear=pulses.per_device)

@@ -26,7 +26,7 @@ from device_models import CrossPointDraws, crosspoints, decay_and_diffuse, neede
 from ..periphery import IOParameters
 from ..pulsed_update import UpdateParameters, pulsed_update
 from ..tile import tiled_mvm
-from .base import BUFFERED_TRANSFER_UPDATE, TRANSFER_IO, AbstractUpdateRule, check_fields, counts_of
+from .base import BUFFERED_TRANSFER_UPDATE, TRANSFER_IO, AbstractUpdateRule, check_fields, counts_of, plus_streams
 from .signals import AbstractColumnSignal, Buffer, Chopper, Plain, RunningReference
 
 __all__ = ["AGAD", "ChoppedTTv2", "TTv2", "TikiTaka", "Transfer", "TransferState"]
@@ -116,15 +116,10 @@ class Transfer(AbstractUpdateRule):
 
         w, state, counts = jax.lax.cond(state.step % self.transfer_every == 0, transfer, skip, (w, state))
         state = state._replace(step=state.step + 1)
-        return (
-            w,
-            state,
-            counts._replace(
-                pulses_up=counts.pulses_up + pulses.up,
-                pulses_down=counts.pulses_down + pulses.down,
-                wear=pulses.per_device,  # the fast array, written every step
-            ),
-        )
+        # the chopper signs of the inputs: one read per input and sample
+        chops = x.shape[0] * x.shape[1] if not isinstance(self.signal, Plain) else 0
+        counts = plus_streams(counts, pulses)._replace(memory_words=counts.memory_words + chops)
+        return w, state, counts._replace(wear=pulses.per_device)  # wear: the fast array, written every step
 
     def _read_columns(self, state, k, key):
         """Read ``k`` consecutive columns of A: ``(cols, y (k, out))``."""
@@ -145,7 +140,7 @@ class Transfer(AbstractUpdateRule):
             onehot = jax.nn.one_hot(cols, n_in, dtype=w.dtype)
             tu = dataclasses.replace(self.transfer_update, mode=mode)
             w, pulses = pulsed_update(model, cp, w, onehot, -y, transfer_lr, tu, key=k_write)
-            return w, state, counts_of(pulses.up, pulses.down, k)
+            return w, state, plus_streams(counts_of(reads=k), pulses)
         signal, signal_state, ops = self.signal(state.signal, cols, y, key=k_signal)
         w, buffer, counts = self.buffer.write(
             model,
@@ -160,7 +155,16 @@ class Transfer(AbstractUpdateRule):
             mode=mode,
         )
         state = state._replace(buffer=buffer, signal=signal_state)
-        return w, state, counts._replace(transfer_reads=jnp.int32(k), digital_ops=jnp.int32(ops + 2 * k * n_out))
+        # the buffer's columns read and written back, (and the signal's own state, counted in ops)
+        return (
+            w,
+            state,
+            counts._replace(
+                transfer_reads=jnp.int32(k),
+                digital_ops=jnp.int32(ops + 2 * k * n_out),
+                memory_words=jnp.int32(2 * k * n_out),
+            ),
+        )
 
 
 def _composed(label: str, build):

@@ -83,6 +83,8 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from device_models import AbstractPulsedModel, CrossPoints
@@ -109,7 +111,7 @@ from .exact import (  # noqa: F401 (re-exported)
 )
 from .expected import _expected_update, _poisson  # noqa: F401 (re-exported)
 from .gaussian import _gaussian_update, _stochastic_round, _unit_noise  # noqa: F401 (re-exported)
-from .probabilities import _count_terms, _mean_counts, _up_down, pulse_probabilities  # noqa: F401 (re-exported)
+from .probabilities import _count_terms, _mean_counts, _up_down, pulse_probabilities, stream_counts  # noqa: F401
 from .reference import _slot_by_slot  # noqa: F401 (re-exported)
 from .safety import check_rungs, resolve_update
 from .settings import UPDATE_MODES, PulseCounts, UpdateParameters
@@ -156,7 +158,8 @@ def pulsed_update(
       key: PRNG key.
 
     Returns:
-      The new states and the pulses fired.
+      The new states and the pulses fired (with the slots and line pulses of the bit streams,
+      the same for every rung: expectations from the firing probabilities).
     """
     if up.mode == "auto":
         try:
@@ -167,7 +170,10 @@ def pulsed_update(
                 "(analogsim.pulsed_update.resolve_update) or pass exact, expected or gaussian"
             ) from None
     if up.mode == "expected":
-        return _expected_update(model, cp, w, x, d, lr, up, key)
-    if up.mode == "gaussian":
-        return _gaussian_update(model, cp, w, x, d, lr, up, key)
-    return _exact_update(model, cp, w, x, d, lr, up, key)
+        w, pulses = _expected_update(model, cp, w, x, d, lr, up, key)
+    elif up.mode == "gaussian":
+        w, pulses = _gaussian_update(model, cp, w, x, d, lr, up, key)
+    else:
+        w, pulses = _exact_update(model, cp, w, x, d, lr, up, key)
+    slots, rows, cols = stream_counts(x, d, lr, model.pulsed.dw_min, up)
+    return w, dataclasses.replace(pulses, slots=slots, row_pulses=rows, column_pulses=cols)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from .settings import UpdateParameters
 
-__all__ = ["pulse_probabilities"]
+__all__ = ["pulse_probabilities", "stream_counts"]
 
 
 def pulse_probabilities(
@@ -79,3 +79,14 @@ def _mean_counts(model, x, d, lr, up):
 def _up_down(total, signed):
     """Up and down pulses from the total and the signed sum (signed > 0: more down pulses)."""
     return jnp.maximum(0.5 * (total - signed), 0.0), jnp.maximum(0.5 * (total + signed), 0.0)
+
+
+def stream_counts(x, d, lr, dw_min, up: UpdateParameters) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The bit streams of a batch, for the energy ledger: pulse slots :math:`\\sum_s BL_s` (int32),
+    and the expected pulses on the input lines :math:`\\sum_s BL_s \\sum_j p_{sj}` and on the
+    output lines :math:`\\sum_s BL_s \\sum_i q_{si}` (float32: expectations of the draws)."""
+    p, q, bl = jax.vmap(pulse_probabilities, in_axes=(0, 0, None, None, None))(x, d, lr, dw_min, up)
+    blf = bl.astype(jnp.float32)
+    rows = jnp.sum(blf * jnp.sum(p, axis=1, dtype=jnp.float32))
+    cols = jnp.sum(blf * jnp.sum(q, axis=1, dtype=jnp.float32))
+    return jnp.sum(bl), rows, cols

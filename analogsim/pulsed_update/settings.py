@@ -49,3 +49,9 @@ class PulseCounts:
     # (out, in) expected pulses at each cross-point (``exact``: the expectation of its draw, from
     # the pulse probabilities; unused values cost nothing under jit), for the endurance tally
     per_device: jax.Array | None = None
+    # the bit streams' wiring, for the energy ledger (set by ``pulsed_update`` for every rung):
+    # pulse slots (int32, sum of BL over the samples), and the expected pulses on the input
+    # (row) and output (column) lines (float32 sums of BL p and BL q)
+    slots: jax.Array | None = None
+    row_pulses: jax.Array | None = None
+    column_pulses: jax.Array | None = None

@@ -30,9 +30,9 @@ from .config import TrainConfig, build_augment, build_model, check_resume, confi
 from .endurance import endurance_report
 from .epochs import StopOnInterrupt, TrainingInterrupted, compiled_steps, epoch_batches, run_epoch
 from .evaluation import evaluate
-from .report import baseline_report, ledger_prices, training_flops_per_sample
+from .report import accelerator_counts, baseline_report, ledger_prices, training_workload
 from .state import FlatState, TrainState, layer_name
-from .step import make_train_step
+from .step import LOSS_OPS_PER_CLASS, make_train_step
 
 __all__ = [
     "AUTO_MAX_STEPS_PER_CALL",
@@ -436,12 +436,31 @@ def run_report(run: RunResult, config: TrainConfig, data: Dataset, card, periphe
     baseline of the same training, CO2, per epoch and the evaluations' energy."""
     prices = run.prices
     report = energy.price_report(energy.host_counts(run.state.ledger), prices)
-    flops = training_flops_per_sample(run.model, data.num_features) * data.x_train.shape[0] * config.epochs
+    workload = training_workload(run.model, data.num_features)
+    samples, steps = data.x_train.shape[0] * config.epochs, int(run.state.step)
+    flops = sum(2 * r * i * o * (2 if first else 3) for _, r, i, o, first in workload) * samples
+    elementwise = int(getattr(run.model, "digital_ops_per_sample", lambda: 0)()) + LOSS_OPS_PER_CLASS * data.num_classes
+    accelerator = accelerator_counts(workload, samples, steps, elementwise)
     if config.grid_intensity is not None:
         grid, grid_src = config.grid_intensity, "set by --grid-intensity"
     else:
         grid, grid_src = periphery.grid_kg_per_kwh, periphery.describe("grid_intensity")
-    report.update(baseline_report(flops, report["total_j"], periphery, grid, grid_src))
+    report.update(baseline_report(flops, report["total_j"], periphery, grid, grid_src, accelerator))
+    report["samples"], report["steps"] = samples, steps
+    report["run"] = {
+        "description": (
+            f"analogsim train --dataset {config.dataset} --model {config.model} --hidden {','.join(map(str, config.hidden))} "
+            f"--algorithm {config.algorithm} --device {config.device} --epochs {config.epochs} "
+            f"--batch-size {config.batch_size} --lr {config.lr} --seed {config.seed}"
+        ),
+        "config": config_dict(config),
+    }
+    report["chip_samples_per_s"] = samples / report["time_s"] if report["time_s"] > 0 else None
+    analog = {layer_name(p) for p, _ in analog_layers(run.model)}
+    report["layers"] = {}
+    for name, r, i, o, _ in workload:  # (a layer called more than once: its rows add up)
+        entry = report["layers"].setdefault(name, {"in": i, "out": o, "rows_per_sample": 0, "analog": name in analog})
+        entry["rows_per_sample"] += r
     report["per_epoch"] = run.epoch_energy
     report["device_card"] = None if card is None else card.name
     report["periphery_card"] = periphery.name

@@ -13,7 +13,7 @@ from flax import nnx
 from device_models import DeviceCard, load_card
 
 from .. import energy
-from ..events import digital_layers, digital_rows_per_sample
+from ..events import digital_layers, digital_rows_per_sample, digital_step_terms
 from ..layers import AnalogWeight, analog_layers, capture_calls, layer_calls
 from ..periphery_card import PeripheryCard
 from .config import ConfigError
@@ -21,11 +21,13 @@ from .state import TrainState, layer_name
 from .step import carries_no_gradient
 
 __all__ = [
+    "accelerator_counts",
     "baseline_report",
     "flops_per_sample",
     "ledger_prices",
     "non_finite_where",
     "training_flops_per_sample",
+    "training_workload",
 ]
 
 
@@ -49,15 +51,13 @@ def flops_per_sample(sizes: list[tuple[int, int]]) -> int:
     return total
 
 
-def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
-    """Digital FLOPs of training one sample of ``model``'s network on a digital accelerator (the
-    baseline of the energy report), from one traced forward pass: per call of an analog layer
-    with ``rows`` input vectors per sample (a convolution's patches), forward ``2 rows in out``,
-    backward the same unless the call reads the network input, weight gradient the same; per
-    ``nnx.Linear`` and ``nnx.Conv`` the same with its rows per sample
-    (``analogsim.events.digital_rows_per_sample``, which also tells whether it reads the
-    input). Other digital layers (normalisation, pooling, activations) are not counted. For an MLP this
-    equals ``flops_per_sample`` of its widths."""
+def training_workload(model: nnx.Module, sample_shape: int | tuple[int, ...]) -> list[tuple[str, int, int, int, bool]]:
+    """The weight layers a digital accelerator would train in ``model``'s place, from one traced
+    forward pass: ``(name, rows, in, out, reads_input)`` per layer, ``rows`` the input vectors it
+    multiplies per sample (a convolution's patches), ``reads_input`` whether its input is the
+    network's (then no error goes back through it). Analog layers per call (from the recorded
+    calls), ``nnx.Linear`` and ``nnx.Conv`` per layer (``analogsim.events.digital_rows_per_sample``)."""
+    shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
     # differentiated as in a training step: parameters and (straight through) the analog weights
     graphdef, params, rest = nnx.split(model, nnx.Any(nnx.Param, AnalogWeight), ...)
     facts = []
@@ -68,19 +68,44 @@ def training_flops_per_sample(model: nnx.Module, num_features: int) -> int:
         y, recorded, _ = capture_calls(m, x)
         for path, layer in analog_layers(m):
             for call in layer_calls(recorded, path):
-                rows = call["inputs"].shape[0]
-                facts.append((rows, layer.in_features, layer.out_features, carries_no_gradient(call["source"], x)))
+                reads_input = carries_no_gradient(call["source"], x)
+                facts.append(
+                    (layer_name(path), call["inputs"].shape[0], layer.in_features, layer.out_features, reads_input)
+                )
         return jnp.sum(y)
 
     with warnings.catch_warnings():  # a trace of the gradient, not a training loop
         warnings.simplefilter("ignore")
-        jax.eval_shape(jax.grad(trace), params, jax.ShapeDtypeStruct((1, num_features), jnp.float32))
-    total = sum(2 * rows * n_in * n_out * (2 if reads_input else 3) for rows, n_in, n_out, reads_input in facts)
-    calls = digital_rows_per_sample(model, (num_features,))
+        jax.eval_shape(jax.grad(trace), params, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    calls = digital_rows_per_sample(model, shape)
     for name, n_in, n_out in digital_layers(model):
         rows, reads_input = calls.get(name, (0, False))
-        total += 2 * rows * n_in * n_out * (2 if reads_input else 3)
-    return total
+        facts.append((name, rows, n_in, n_out, reads_input))
+    return facts
+
+
+def training_flops_per_sample(model: nnx.Module, num_features: int | tuple[int, ...]) -> int:
+    """Digital FLOPs of training one sample of ``model``'s network on a digital accelerator (the
+    GPU baselines of the energy report): per weight layer of ``training_workload``, forward
+    ``2 rows in out``, backward the same unless it reads the network input, weight gradient the
+    same. Other digital work (normalisation, pooling, activations) is not counted. For an MLP
+    this equals ``flops_per_sample`` of its widths."""
+    return sum(
+        2 * rows * n_in * n_out * (2 if reads_input else 3)
+        for _, rows, n_in, n_out, reads_input in training_workload(model, num_features)
+    )
+
+
+def accelerator_counts(workload, samples: int, steps: int, elementwise_per_sample: int) -> dict[str, int]:
+    """Digital operations and SRAM words of the same training on a digital accelerator in the
+    chip's technology: each weight layer of ``workload`` trained on ``samples`` samples in
+    ``steps`` optimizer steps (``analogsim.events.digital_step_terms``: weights in SRAM, read
+    once per pass and step), plus the element-wise work the chip does digitally too."""
+    totals = {"digital_ops": samples * elementwise_per_sample, "memory_words": 0}
+    for _, rows, n_in, n_out, reads_input in workload:
+        for kind, pairs in digital_step_terms(samples * rows, steps, n_in, n_out, reads_input=reads_input).items():
+            totals[kind] += sum(a * b for a, b in pairs)
+    return totals
 
 
 def ledger_prices(
@@ -117,23 +142,67 @@ def _layer_card(layer) -> DeviceCard | None:
 
 
 def baseline_report(
-    flops: int, total_j: float, periphery: PeripheryCard, grid_kg_per_kwh: float, grid_source: str
+    flops: int,
+    total_j: float,
+    periphery: PeripheryCard,
+    grid_kg_per_kwh: float,
+    grid_source: str,
+    accelerator: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The digital baseline for the same training and the CO2-equivalents of both."""
-    baseline_j = flops * periphery.baseline_j_per_flop
+    """The digital baselines of the same training and the CO2-equivalents.
+
+    Three baselines: ``accelerator`` (a digital accelerator in the chip's own technology: its
+    ``digital_ops`` at the periphery card's price per multiply-add and its ``memory_words`` at
+    its SRAM price; ``accelerator_counts``), a GPU's tensor cores (BF16) and its FP32 units,
+    each at ``power / (utilisation * peak)`` per FLOP. The headline (``digital_baseline_j``,
+    ``digital_over_analog``) is the accelerator where given, else the FP32 GPU."""
+    baselines = {}
+    if accelerator is not None:
+        j = accelerator["digital_ops"] * periphery.digital_op_j + accelerator["memory_words"] * periphery.sram_access_j
+        baselines["accelerator"] = {
+            "j": j,
+            "description": (
+                f"digital accelerator in the chip's technology: {accelerator['digital_ops']:,} multiply-adds at "
+                f"{periphery.digital_op_j * 1e12:g} pJ, {accelerator['memory_words']:,} SRAM words at "
+                f"{periphery.sram_access_j * 1e12:g} pJ"
+            ),
+            "sources": {k: periphery.describe(k) for k in ("digital_op", "sram_access")},
+            **accelerator,
+        }
+    for name, j_per_flop, peak, util, what in (
+        (
+            "gpu-bf16",
+            periphery.tensor_j_per_flop,
+            periphery.tensor_flops_per_s,
+            periphery.tensor_utilisation,
+            "BF16 tensor cores",
+        ),
+        (
+            "gpu-fp32",
+            periphery.baseline_j_per_flop,
+            periphery.baseline_flops_per_s,
+            periphery.baseline_utilisation,
+            "FP32",
+        ),
+    ):
+        peak_field = "tensor_flops_per_s" if name == "gpu-bf16" else "baseline_flops_per_s"
+        util_field = "tensor_utilisation" if name == "gpu-bf16" else "baseline_utilisation"
+        baselines[name] = {
+            "j": flops * j_per_flop,
+            "description": (
+                f"GPU {what}: {peak / 1e12:g} TFLOP/s at {periphery.baseline_power_w:g} W, {100 * util:g}% utilisation, "
+                f"{j_per_flop * 1e12:.3g} pJ/FLOP"
+            ),
+            "sources": {k: periphery.describe(k) for k in (peak_field, "baseline_power", util_field)},
+            "flops": flops,
+            "j_per_flop": j_per_flop,
+        }
+    headline = "accelerator" if accelerator is not None else "gpu-fp32"
+    baseline_j = baselines[headline]["j"]
     return {
         "digital_baseline_j": baseline_j,
-        "digital_baseline": {
-            "accelerator": (
-                f"{periphery.baseline_flops_per_s / 1e12:g} TFLOP/s at {periphery.baseline_power_w:g} W, "
-                f"{100 * periphery.baseline_utilisation:g}% utilisation"
-            ),
-            "sources": {
-                k: periphery.describe(k) for k in ("baseline_flops_per_s", "baseline_power", "baseline_utilisation")
-            },
-            "flops": flops,
-            "j_per_flop": periphery.baseline_j_per_flop,
-        },
+        "digital_baseline": {"name": headline, **baselines[headline]},
+        "baselines": baselines,
         "digital_over_analog": baseline_j / total_j if total_j > 0 else None,
         "co2e_kg": total_j / 3.6e6 * grid_kg_per_kwh,
         "digital_baseline_co2e_kg": baseline_j / 3.6e6 * grid_kg_per_kwh,

@@ -18,7 +18,14 @@ import optax
 from flax import nnx
 
 from .. import energy
-from ..events import analog_step_counts, digital_layers, digital_step_ops, split_rows_per_sample, spread_mask
+from ..events import (
+    analog_step_counts,
+    digital_layers,
+    digital_step_terms,
+    exact_counts,
+    split_rows_per_sample,
+    spread_mask,
+)
 from ..layers import analog_layers, capture_calls, layer_calls
 from ..tile import pulsed_training, tile_grid
 from .state import TrainState, layer_name, split_state
@@ -159,6 +166,7 @@ def _update_layers(m, specs, calls, reads_input, g_probes, mask, lr, ledger, k_u
     return ledger
 
 
+LOSS_OPS_PER_CLASS = 5  # softmax cross-entropy: exp, sum, divide, log forward; p - y backward
 AUGMENT_STREAM = 0x61  # the step key's fold-in of the augmentation (the read and update keys are its split)
 
 SCAN_UNSUPPORTED = (
@@ -202,7 +210,7 @@ def make_train_step(
     specs = [(layer_name(path), layer.in_features, layer.out_features) for path, layer in analog_layers(model)]
     digital = digital_layers(model)
     act_ops = int(getattr(model, "digital_ops_per_sample", lambda: 0)())
-    names = [s[0] for s in specs] + [name for name, _, _ in digital] + (["activations"] if act_ops else [])
+    names = [s[0] for s in specs] + [name for name, _, _ in digital] + ["activations"]
     state = TrainState(
         *copy_state((params, analog, rest)),
         tx.init(params),
@@ -233,10 +241,12 @@ def make_train_step(
                 split_rows_per_sample(xb.shape[1:], graphdef, state.params, state.analog, state.rest) if digital else {}
             )
             for name, n_in, n_out in digital:
-                vectors = rows * jnp.uint32(per_sample.get(name, (0, False))[0])
-                ledger = energy.add_counts(ledger, name, digital_ops=digital_step_ops(vectors, n_in, n_out))
-            if act_ops:
-                ledger = energy.add_counts(ledger, "activations", digital_ops=rows * act_ops)
+                per, reads_input = per_sample.get(name, (0, False))
+                terms = digital_step_terms(rows * jnp.uint32(per), jnp.uint32(1), n_in, n_out, reads_input=reads_input)
+                ledger = energy.add_counts(ledger, name, **exact_counts(terms))
+            # activations, normalisation, pooling (the model's convention) and the softmax cross-entropy
+            elementwise = act_ops + LOSS_OPS_PER_CLASS * logits.shape[-1]
+            ledger = energy.add_counts(ledger, "activations", **exact_counts({"digital_ops": [(rows, elementwise)]}))
         _, params, analog, rest = split_state(m)
         correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mask)
         metrics = {"loss": loss, "correct": correct, "count": jnp.sum(mask)}
