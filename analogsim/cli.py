@@ -17,6 +17,7 @@ from device_models.card_physical import physical_summary
 from . import __version__
 from .checkpoint import CheckpointError
 from .data import DataError
+from .energy_cli import add_energy_parser, project_parser, report_lines, run_energy, run_project
 from .energy_report import ReportError
 from .fit_cli import add_fit_parser, run_fit
 from .periphery_card import PeripheryCardError, load_periphery_card
@@ -185,12 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--after", default="0,1h,1d,1y", help="waits after programming, e.g. 0,1h,1d,1y")
     v.add_argument("--drift-compensation", action="store_true", help="global drift compensation of each layer")
     v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    e = sub.add_parser("energy", help="summarise, re-price (what-if) and plot a saved energy report")
-    e.add_argument("report", help="FILE.json written by analogsim train --energy-report")
-    e.add_argument("--device", default=None, help="re-price the same counts with this card's prices")
-    e.add_argument("--plot", default=None, metavar="F.png", help="draw the breakdown and the digital comparison")
-    e.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
-    e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_energy_parser(sub)
     return parser
 
 
@@ -203,38 +199,6 @@ def _evaluate(args) -> None:
         print(f"after {text.strip():>6}: test accuracy {row['test_accuracy']:.4f}")
     if args.json:
         print(json.dumps({"drift_compensation": args.drift_compensation, "results": rows}))
-
-
-def _energy(args) -> None:
-    from pathlib import Path
-
-    from .energy_report import load_report, plot_report, reprice
-
-    if args.plot and Path(args.plot).exists() and not args.force:
-        raise ConfigError(f"--plot: file {args.plot!r} exists; pass --force to overwrite it")
-    report = load_report(args.report)
-    reports = {report.get("device_card") or "run": report}
-    if args.device:
-        what_if = reprice(report, args.device)
-        reports[f"what-if {what_if['device_card']}"] = what_if
-    for name, rep in reports.items():
-        ratio = rep["digital_baseline_j"] / rep["total_j"] if rep["total_j"] > 0 else float("inf")
-        kinds = ", ".join(f"{k} {v:.3g}" for k, v in rep["by_kind"].items())
-        print(
-            f"{name}: total {rep['total_j']:.4g} J ({kinds}); digital baseline {rep['digital_baseline_j']:.4g} J, {ratio:,.0f}x the analog run"
-        )
-    if args.plot:
-        plot_report(reports, args.plot)
-        print(f"plot written to {args.plot}")
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    n: {k: r[k] for k in ("total_j", "by_kind", "by_layer", "digital_baseline_j")}
-                    for n, r in reports.items()
-                }
-            )
-        )
 
 
 def _devices() -> None:
@@ -258,8 +222,12 @@ def _devices() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    projecting = argv[:2] == ["energy", "project"]
+    args = project_parser(_Parser).parse_args(argv[2:]) if projecting else _parser().parse_args(argv)
     try:
+        if projecting:
+            return run_project(args)
         if args.command == "devices":
             _devices()
             return 0
@@ -268,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fit":
             return run_fit(args)
         if args.command == "energy":
-            _energy(args)
-            return 0
+            return run_energy(args)
         if args.command == "evaluate":
             _evaluate(args)
             return 0
@@ -300,14 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         out = {k: v for k, v in result.items() if k != "energy_report"}
         print(json.dumps(out))
     else:
-        e = result["energy_j"]
         print(f"test accuracy {result['test_accuracy']:.4f} after {config.epochs} epochs")
         print(f"throughput {result['samples_per_s']:,.0f} samples/s (median over epochs after the first)")
-        print(
-            f"energy {e['total']:.4g} J (write {e['by_kind']['write']:.3g}, read {e['by_kind']['read']:.3g}, "
-            f"DAC {e['by_kind']['dac']:.3g}, ADC {e['by_kind']['adc']:.3g}, digital {e['by_kind']['digital']:.3g}); "
-            f"digital baseline {result['energy_report']['digital_baseline_j']:.4g} J"
-        )
+        print("\n".join(report_lines(result["energy_report"])))
         if result.get("endurance"):
             print(endurance_line(result["endurance"]))
     return 0
