@@ -137,7 +137,11 @@ def run_project(args) -> int:
     kinds = ", ".join(f"{k} {_si(v, 'J')}" for k, v in r["by_kind"].items() if v > 0)
     print(f"  chip: {_si(r['total_j'], 'J')} ({r['total_j'] / 3.6e6:,.4g} kWh; {kinds}), {r['co2e_kg']:,.4g} kg CO2e")
     days = r["time_s"] / 86400
-    print(f"  time on one chip: {_si(r['time_s'], 's')} ({days:,.3g} days)")
+    parts = r["time_by_part"]
+    print(
+        f"  time on one chip: {_si(r['time_s'], 's')} ({days:,.3g} days: arrays {_si(parts['arrays'], 's')}, "
+        f"digital work {_si(parts['digital'], 's')})"
+    )
     for name, j in r["baselines"].items():
         print(
             f"  {BASELINE_NAMES[name]}: {_si(j, 'J')} ({j / 3.6e6:,.4g} kWh, {j / r['total_j']:,.1f}x the chip), "

@@ -80,6 +80,8 @@ class TransformerShape:
     def parameters(self) -> int:
         return sum(i * o for _, i, o in self.matrices()) + self.vocab * self.d_model + self.context * self.d_model
 
+    first_reads_input = False  # the first matrices read the embeddings, which are trained
+
     def digital_macs_per_token(self) -> int:
         """Attention scores and weighted sums, forward and backward (3x forward)."""
         return 3 * 2 * self.n_layers * self.context * self.d_model // 2  # 2 n_ctx d per layer forward, in MACs
@@ -108,6 +110,8 @@ class DenseShape:
     @property
     def parameters(self) -> int:
         return sum(i * o + o for i, o in self.layers)
+
+    first_reads_input = True  # the first layer reads the data: no error goes back through it
 
     def digital_macs_per_token(self) -> int:
         return 0
@@ -224,9 +228,9 @@ def project(
     counts = {kind: rates[kind] * samples * basis[BASIS[kind]] for kind in COUNT_KINDS}
     digital_ops = samples * (shape.digital_macs_per_token() + shape.elementwise_per_token())
     by_kind = {kind: 0.0 for kind in ENERGY_KINDS}
-    time_s = digital_ops / periphery.digital_ops_per_s
+    time_by_part = {"arrays": 0.0, "digital": digital_ops / periphery.digital_ops_per_s}
     for kind, n in counts.items():
-        time_s += n * prices[kind].seconds
+        time_by_part["arrays" if kind != "digital_ops" else "digital"] += n * prices[kind].seconds
         if ENERGY_KIND_OF[kind] is not None:
             by_kind[ENERGY_KIND_OF[kind]] += n * prices[kind].joules
     by_kind["digital"] += digital_ops * periphery.digital_op_j
@@ -234,10 +238,11 @@ def project(
     steps = samples / batch
     acc = {"digital_ops": digital_ops, "memory_words": 0.0}
     flops = 2 * samples * shape.digital_macs_per_token()
-    for _, n_in, n_out in shape.matrices():
-        for kind, pairs in digital_step_terms(samples, steps, n_in, n_out).items():
+    for k, (_, n_in, n_out) in enumerate(shape.matrices()):
+        first = k == 0 and shape.first_reads_input
+        for kind, pairs in digital_step_terms(samples, steps, n_in, n_out, reads_input=first).items():
             acc[kind] += sum(a * b for a, b in pairs)
-        flops += 6 * samples * n_in * n_out
+        flops += (4 if first else 6) * samples * n_in * n_out
     baselines = {
         "accelerator": acc["digital_ops"] * periphery.digital_op_j + acc["memory_words"] * periphery.sram_access_j,
         "gpu-bf16": flops * periphery.tensor_j_per_flop,
@@ -251,7 +256,8 @@ def project(
         "device_card": card_name,
         "total_j": total,
         "by_kind": by_kind,
-        "time_s": time_s,
+        "time_s": sum(time_by_part.values()),
+        "time_by_part": time_by_part,
         "counts": counts,
         "flops": flops,
         "baselines": baselines,

@@ -184,3 +184,21 @@ def test_default_steps_per_call_divides_the_epoch(small_digits):
     config.validate()
     res = train(config, progress=False, dataset=small_digits)  # 256 samples, batch 32: 8 steps
     assert res["steps_per_call"] == 8
+
+
+def test_projecting_a_run_onto_its_own_network_gives_its_report(small_digits):
+    """``analogsim energy project`` with the measured network and samples returns the run's own
+    energy, time on chip and baselines: the rates scale back exactly, and the projection's
+    digital element-wise work and baselines are the ledger's."""
+    from analogsim.periphery_card import load_periphery_card
+    from analogsim.projection import DenseShape, project
+
+    res = train(small_config(epochs=1, batch_size=64), progress=False, dataset=small_digits)
+    rep = res["energy_report"]
+    shape = DenseShape("same", ((64, 16), (16, 10)))
+    p = project(shape, rep["samples"], rep, load_periphery_card(), batch=64)
+    assert p["total_j"] == pytest.approx(rep["total_j"], rel=1e-9, abs=0)
+    assert p["by_kind"] == pytest.approx(rep["by_kind"], rel=1e-9, abs=0)
+    assert p["time_s"] == pytest.approx(rep["time_s"], rel=1e-9, abs=0)
+    for name, b in rep["baselines"].items():
+        assert p["baselines"][name] == pytest.approx(b["j"], rel=1e-9, abs=0), name
