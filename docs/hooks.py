@@ -18,6 +18,7 @@ OUTSIDE = {
     "results/protonic_onen2022.md": "results/protonic_onen2022/README.md",
     "changelog.md": "CHANGELOG.md",
     "notebooks/README.md": "notebooks/README.md",
+    "results/energy/rt_mnist_default.png": "results/energy/rt_mnist_default.png",
 }
 
 
