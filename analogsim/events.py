@@ -6,8 +6,12 @@ A forward read of an analog layer on ``R`` x ``C`` tiles (``analogsim.tile.tile_
 converts each input once per tile row (``R n_in`` DAC conversions) and each partial output once
 per tile column (``C n_out`` ADC conversions), reads ``n_in n_out`` cross-points, and adds the
 partial outputs digitally (``(C - 1) n_out`` additions); noise management scales the inputs and
-rescales the outputs of every tile (``R n_in + C n_out`` digital operations). The backward read
-is the same with inputs and outputs exchanged.
+rescales the outputs of every tile (``R n_in + C n_out`` digital operations). It charges every
+input line (``n_out`` cells long over its tiles) and every output line (``n_in`` cells), and
+reads its input vector from SRAM and writes its output (``n_in + n_out`` words). The backward
+read is the same with inputs and outputs exchanged. The update's slots, line pulses and random
+bits come from the rule (``RuleCounts``). Counts are formed as ``(count, factor)`` terms and
+multiplied exactly (``analogsim.counters.mul``), since a product can pass 2**32 in one step.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ def run(*args, timeout=300):
     )
 
 
-def test_train_json_smoke(tmp_path):
-    report = tmp_path / "energy.json"
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One training run through the command line, shared by the tests of its output and its report."""
+    report = tmp_path_factory.mktemp("smoke") / "energy.json"
     proc = run(
         "train",
         "--epochs",
@@ -30,6 +32,11 @@ def test_train_json_smoke(tmp_path):
         "--energy-report",
         str(report),
     )
+    return proc, report
+
+
+def test_train_json_smoke(smoke):
+    proc, report = smoke
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("test_accuracy", "epoch_test_accuracy", "samples_per_s", "energy_j", "config"):
@@ -82,10 +89,11 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
     assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
-def test_energy_reprice_and_plot(tmp_path):
-    report = tmp_path / "e.json"
-    proc = run("train", "--epochs", "1", "--hidden", "8", "--no-progress", "--energy-report", str(report))
+def test_energy_reprice_and_plot(smoke, tmp_path):
+    proc, saved = smoke
     assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "e.json"
+    report.write_text(saved.read_text())  # (a copy: this test overwrites it at the end)
     from analogsim.energy_report import load_report, reprice
 
     rep = load_report(report)

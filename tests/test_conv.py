@@ -191,6 +191,7 @@ def test_small_cnn_layers_and_rows():
     assert digital(jnp.ones((5, 8, 8, 1))).shape == (5, 10)
 
 
+@pytest.mark.slow  # 25 s; the CNN's training is in the default set through the CLI (test_any_model)
 def test_small_cnn_trains_on_digits():
     """The whole CNN analog on the constant-step card, trained by pulses (10 epochs of 1437
     images: a few seconds of compilation, well under a second per epoch)."""
