@@ -146,3 +146,22 @@ def test_a_reader_that_goes_away_ends_quietly():
         os.close(write_end)
     err = proc.stderr.decode()
     assert proc.returncode == 141 and "Traceback" not in err, err
+
+
+def test_energy_project_prints_assumptions_and_refuses_bad_input(smoke, capsys):
+    from analogsim.cli import main
+
+    _, report = smoke
+    assert main(["energy", "project", "--network", "gpt3-175b", "--from", str(report), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "assumptions:" in out and "Patterson et al." in out and "time on one chip" in out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["samples"] == 300e9 and set(result["baselines"]) == {"accelerator", "gpu-bf16", "gpu-fp32"}
+    for argv, needle in (
+        (["--network", "gpt5", "--from", str(report)], "--network: value 'gpt5' is not allowed"),
+        (["--network", "64x10", "--from", str(report)], "--samples"),  # dense layers have no default length
+        (["--network", "gpt2-124m", "--from", str(report) + ".missing"], "no such file"),
+    ):
+        assert main(["energy", "project", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
