@@ -131,6 +131,7 @@ def test_non_finite_loss_stops_with_step_and_layer(small_digits):
         train(small_config(algorithm="digital", lr=1e38, epochs=1), progress=False, dataset=bad)
 
 
+@pytest.mark.slow  # 19 s; resuming with another steps_per_call stays bit-identical in the default set (test_crash_safety)
 def test_steps_per_call_does_not_change_the_result(small_digits):
     """Several steps per compiled call (a scan, with a shorter last chunk: 8 steps as 3 + 3 + 2)
     give the run of one step per call: the same keys, so the same pulses and accuracies."""

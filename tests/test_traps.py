@@ -52,6 +52,7 @@ class Recurrent(nnx.Module):
         return self.head(h)
 
 
+@pytest.mark.slow  # 16 s
 def test_model_and_its_source_stay_usable_after_training_steps(digits):
     """Trap 1: the model handed to make_train_step, and the digital model convert() copied,
     were unusable after one step ("Buffer has been deleted or donated")."""
