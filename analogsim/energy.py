@@ -111,7 +111,7 @@ ENERGY_KIND_OF = {
     "digital_ops": "digital",
 }
 ENERGY_KINDS = ("write", "read", "wire", "dac", "adc", "update", "memory", "digital")
-REPORT_SCHEMA_VERSION = 2  # docs/reference/energy-report.md
+REPORT_SCHEMA_VERSION = 2  # docs/concepts/energy.md, "The report file"
 
 
 @dataclasses.dataclass(frozen=True)

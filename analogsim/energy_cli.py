@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .energy_report import si
 from .training.config import ConfigError
 
 __all__ = ["add_energy_parser", "project_parser", "report_lines", "run_energy", "run_project"]
@@ -32,23 +33,16 @@ def add_energy_parser(sub) -> None:
     e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
-
-
 def report_lines(rep: dict[str, Any]) -> list[str]:
     """The lines a person reads first: energy by kind, the baselines (the headline named), time on chip."""
-    kinds = ", ".join(f"{k} {_si(v, 'J')}" for k, v in rep["by_kind"].items() if v > 0)
-    lines = [f"energy {_si(rep['total_j'], 'J')} ({kinds})"]
+    kinds = ", ".join(f"{k} {si(v, 'J')}" for k, v in rep["by_kind"].items() if v > 0)
+    lines = [f"energy {si(rep['total_j'], 'J')} ({kinds})"]
     baselines = rep.get("baselines") or {"gpu-fp32": {"j": rep["digital_baseline_j"]}}
     head = (rep.get("digital_baseline") or {}).get("name", "gpu-fp32")
     parts = []
     for name, b in baselines.items():
         ratio = f"{b['j'] / rep['total_j']:,.1f}x" if rep["total_j"] > 0 else "-"
-        parts.append(f"{BASELINE_NAMES.get(name, name)} {_si(b['j'], 'J')} ({ratio})")
+        parts.append(f"{BASELINE_NAMES.get(name, name)} {si(b['j'], 'J')} ({ratio})")
     lines.append(
         f"digital baselines (x the analog run): {'; '.join(parts)}; headline: {BASELINE_NAMES.get(head, head)}"
     )
@@ -56,7 +50,7 @@ def report_lines(rep: dict[str, Any]) -> list[str]:
         rate = rep.get("chip_samples_per_s")
         per = f", {rate:,.0f} samples/s" if rate else ""
         lines.append(
-            f"time on chip {_si(rep['time_s'], 's')}{per} (layers in sequence, tiles in parallel, no pipelining)"
+            f"time on chip {si(rep['time_s'], 's')}{per} (layers in sequence, tiles in parallel, no pipelining)"
         )
     return lines
 
@@ -134,17 +128,17 @@ def run_project(args) -> int:
     except ValueError as err:
         raise ConfigError(f"{args.report}: {err}") from None
     print(f"projected training of {r['network']} ({r['parameters']:,.0f} parameters) on {samples:,.0f} samples/tokens:")
-    kinds = ", ".join(f"{k} {_si(v, 'J')}" for k, v in r["by_kind"].items() if v > 0)
-    print(f"  chip: {_si(r['total_j'], 'J')} ({r['total_j'] / 3.6e6:,.4g} kWh; {kinds}), {r['co2e_kg']:,.4g} kg CO2e")
+    kinds = ", ".join(f"{k} {si(v, 'J')}" for k, v in r["by_kind"].items() if v > 0)
+    print(f"  chip: {si(r['total_j'], 'J')} ({r['total_j'] / 3.6e6:,.4g} kWh; {kinds}), {r['co2e_kg']:,.4g} kg CO2e")
     days = r["time_s"] / 86400
     parts = r["time_by_part"]
     print(
-        f"  time on one chip: {_si(r['time_s'], 's')} ({days:,.3g} days: arrays {_si(parts['arrays'], 's')}, "
-        f"digital work {_si(parts['digital'], 's')})"
+        f"  time on one chip: {si(r['time_s'], 's')} ({days:,.3g} days: arrays {si(parts['arrays'], 's')}, "
+        f"digital work {si(parts['digital'], 's')})"
     )
     for name, j in r["baselines"].items():
         print(
-            f"  {BASELINE_NAMES[name]}: {_si(j, 'J')} ({j / 3.6e6:,.4g} kWh, {j / r['total_j']:,.1f}x the chip), "
+            f"  {BASELINE_NAMES[name]}: {si(j, 'J')} ({j / 3.6e6:,.4g} kWh, {j / r['total_j']:,.1f}x the chip), "
             f"{r['baselines_co2e_kg'][name]:,.4g} kg CO2e"
         )
     if r["reference"]:

@@ -17,7 +17,7 @@ from .energy import COUNT_KINDS, ENERGY_KIND_OF, ENERGY_KINDS, REPORT_SCHEMA_VER
 from .periphery import IOParameters
 from .periphery_card import load_periphery_card
 
-__all__ = ["ReportError", "load_report", "plot_report", "reprice"]
+__all__ = ["ReportError", "load_report", "plot_report", "reprice", "si"]
 
 
 class ReportError(ValueError):
@@ -102,11 +102,12 @@ def _as_price(entry: dict[str, Any]):
     )
 
 
-def _label(j: float) -> str:
-    for factor, prefix in ((1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
-        if j >= factor:
-            return f"{j / factor:.3g} {prefix}J"
-    return f"{j:.2g} J" if j else "0"
+def si(value: float, unit: str) -> str:
+    """``value`` with an SI prefix chosen for it, three significant digits (``2.05 mJ``)."""
+    for factor, prefix in ((1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
 
 
 def _layer_kinds(rep: dict[str, Any], layer: str) -> dict[str, float]:
@@ -142,7 +143,7 @@ def plot_report(reports: dict[str, dict[str, Any]], path: str | Path | None = No
     for i, name in enumerate(names):
         vals = [reports[name]["by_kind"].get(k, 0.0) for k in ENERGY_KINDS]
         bars = ax_kind.barh(y + i * width, [v if v > 0 else np.nan for v in vals], height=width, label=name)
-        ax_kind.bar_label(bars, labels=[_label(v) for v in vals], fontsize=7, padding=2)
+        ax_kind.bar_label(bars, labels=[si(v, "J") for v in vals], fontsize=7, padding=2)
     ax_kind.set_yticks(y + 0.4 - width / 2, ENERGY_KINDS)
     ax_kind.invert_yaxis()
     ax_kind.set_xscale("log")
@@ -164,7 +165,7 @@ def plot_report(reports: dict[str, dict[str, Any]], path: str | Path | None = No
             ax_layer.bar(x, vals, bottom=bottom, label=k)
             bottom += vals
     tops = ax_layer.bar(x, np.zeros(len(labels)), bottom=bottom)
-    ax_layer.bar_label(tops, labels=[_label(v) for v in bottom], fontsize=7, padding=2)
+    ax_layer.bar_label(tops, labels=[si(v, "J") for v in bottom], fontsize=7, padding=2)
     ax_layer.set_xticks(x, labels, fontsize=7, rotation=35, ha="right")
     ax_layer.set_ylabel("energy (J)")
     ax_layer.set_title("by layer")
@@ -185,7 +186,7 @@ def plot_report(reports: dict[str, dict[str, Any]], path: str | Path | None = No
             vals.append(entry["j"])
             colors.append("0.6")
     bars = ax_base.bar(np.arange(len(vals)), vals, color=colors)
-    ax_base.bar_label(bars, labels=[_label(v) for v in vals], fontsize=7, padding=2)
+    ax_base.bar_label(bars, labels=[si(v, "J") for v in vals], fontsize=7, padding=2)
     ax_base.set_xticks(np.arange(len(vals)), bar_labels, fontsize=7, rotation=35, ha="right")
     ax_base.set_yscale("log")
     ax_base.set_ylabel("energy (J)")

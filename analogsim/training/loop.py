@@ -30,7 +30,7 @@ from .config import TrainConfig, build_augment, build_model, check_resume, confi
 from .endurance import endurance_report
 from .epochs import StopOnInterrupt, TrainingInterrupted, compiled_steps, epoch_batches, run_epoch
 from .evaluation import evaluate
-from .report import accelerator_counts, baseline_report, ledger_prices, training_workload
+from .report import accelerator_counts, baseline_report, ledger_prices, training_workload, workload_flops
 from .state import FlatState, TrainState, layer_name
 from .step import LOSS_OPS_PER_CLASS, make_train_step
 
@@ -438,7 +438,7 @@ def run_report(run: RunResult, config: TrainConfig, data: Dataset, card, periphe
     report = energy.price_report(energy.host_counts(run.state.ledger), prices)
     workload = training_workload(run.model, data.num_features)
     samples, steps = data.x_train.shape[0] * config.epochs, int(run.state.step)
-    flops = sum(2 * r * i * o * (2 if first else 3) for _, r, i, o, first in workload) * samples
+    flops = workload_flops(workload) * samples
     elementwise = int(getattr(run.model, "digital_ops_per_sample", lambda: 0)()) + LOSS_OPS_PER_CLASS * data.num_classes
     accelerator = accelerator_counts(workload, samples, steps, elementwise)
     if config.grid_intensity is not None:

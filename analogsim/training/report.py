@@ -28,6 +28,7 @@ __all__ = [
     "non_finite_where",
     "training_flops_per_sample",
     "training_workload",
+    "workload_flops",
 ]
 
 
@@ -90,10 +91,14 @@ def training_flops_per_sample(model: nnx.Module, num_features: int | tuple[int, 
     ``2 rows in out``, backward the same unless it reads the network input, weight gradient the
     same. Other digital work (normalisation, pooling, activations) is not counted. For an MLP
     this equals ``flops_per_sample`` of its widths."""
-    return sum(
-        2 * rows * n_in * n_out * (2 if reads_input else 3)
-        for _, rows, n_in, n_out, reads_input in training_workload(model, num_features)
-    )
+    return workload_flops(training_workload(model, num_features))
+
+
+def workload_flops(workload) -> int:
+    """FLOPs of training one sample on ``workload`` (``training_workload``'s rows): forward
+    ``2 rows in out``, the error the same unless the layer reads the input, the weight gradient
+    the same."""
+    return sum(2 * rows * n_in * n_out * (2 if reads_input else 3) for _, rows, n_in, n_out, reads_input in workload)
 
 
 def accelerator_counts(workload, samples: int, steps: int, elementwise_per_sample: int) -> dict[str, int]:
@@ -169,24 +174,10 @@ def baseline_report(
             "sources": {k: periphery.describe(k) for k in ("digital_op", "sram_access")},
             **accelerator,
         }
-    for name, j_per_flop, peak, util, what in (
-        (
-            "gpu-bf16",
-            periphery.tensor_j_per_flop,
-            periphery.tensor_flops_per_s,
-            periphery.tensor_utilisation,
-            "BF16 tensor cores",
-        ),
-        (
-            "gpu-fp32",
-            periphery.baseline_j_per_flop,
-            periphery.baseline_flops_per_s,
-            periphery.baseline_utilisation,
-            "FP32",
-        ),
-    ):
-        peak_field = "tensor_flops_per_s" if name == "gpu-bf16" else "baseline_flops_per_s"
-        util_field = "tensor_utilisation" if name == "gpu-bf16" else "baseline_utilisation"
+    for name, what, prefix in (("gpu-bf16", "BF16 tensor cores", "tensor"), ("gpu-fp32", "FP32", "baseline")):
+        peak_field, util_field = f"{prefix}_flops_per_s", f"{prefix}_utilisation"
+        peak, util = getattr(periphery, peak_field), getattr(periphery, util_field)
+        j_per_flop = getattr(periphery, f"{prefix}_j_per_flop")
         baselines[name] = {
             "j": flops * j_per_flop,
             "description": (
