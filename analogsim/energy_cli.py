@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .energy_report import si
+from device_models.units import si
+
 from .training.config import ConfigError
 
 __all__ = ["add_energy_parser", "project_parser", "report_lines", "run_energy", "run_project"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device_models import load_card
+from device_models.units import si
 
 from .energy import COUNT_KINDS, ENERGY_KIND_OF, ENERGY_KINDS, REPORT_SCHEMA_VERSION, analog_prices, price_report
 from .periphery import IOParameters
@@ -100,14 +101,6 @@ def _as_price(entry: dict[str, Any]):
         float(entry.get("seconds", 0.0)),
         str(entry.get("time_source", "")),
     )
-
-
-def si(value: float, unit: str) -> str:
-    """``value`` with an SI prefix chosen for it, three significant digits (``2.05 mJ``)."""
-    for factor, prefix in ((1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
 
 
 def _layer_kinds(rep: dict[str, Any], layer: str) -> dict[str, float]:
