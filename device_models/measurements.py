@@ -5,17 +5,29 @@ The file has a header row and one row per pulse:
 ==================  =========  ===================================================================
 column              required   meaning
 ==================  =========  ===================================================================
-``pulse_number``    yes        1, 2, ... in the order the pulses were applied (a positive integer,
-                               increasing within each device/cycle; gaps mean unrecorded pulses)
+``pulse_number``    yes        the pulse count, in the order the pulses were applied: any integers
+                               increasing within each device/cycle (0, 1, ... or 1, 2, ... or any
+                               start; gaps mean unrecorded pulses)
 ``polarity``        yes        +1 potentiating or -1 depressing: the pulse just applied
 ``conductance_s``   one of     the state after that pulse, in siemens (>= 0)
 ``conductance_us``  the three  ... in microsiemens (>= 0); converted to siemens at load
-``weight``                     ... in normalised weight units (any finite number)
+``weight``         of these   ... in normalised weight units (any finite number)
+``current_a``      (the state) the read current after that pulse, in amperes; G = I / V_read with
+``current_ua``                 ... in microamperes; the read voltage from ``read_voltage_v``
+``read_voltage_v`` no         the read voltage in volts (non-zero), per row; or give it once as
+                               ``load_measurement(path, read_voltage_v=0.1)``
+                               (``analogsim assess --read-voltage 0.1``)
 ``device``          no         label of the device (several devices in one file)
 ``cycle``           no         label of a sweep that starts from its own first reading
 ``voltage_v``       no         pulse amplitude in volts (finite)
 ``width_s``         no         pulse width in seconds (finite, > 0)
 ==================  =========  ===================================================================
+
+Any other column (a timestamp, a temperature, the instrument's own counters) is ignored; its
+name is kept in ``Measurement.ignored_columns`` and ``Measurement.note()`` lists them in one
+line. A current column is converted once, at load, to a conductance
+:math:`G = I / V_{read}` (which must be >= 0); the state is then in siemens and
+``Measurement.state_column`` names the current column.
 
 Every cell is checked as it is read (one pass over the file with ``csv``), and the first
 problem raises ``MeasurementError`` (a ``ValueError``) with one line naming the file, the
@@ -42,8 +54,17 @@ import numpy as np
 __all__ = ["Measurement", "MeasurementError", "Segment", "load_measurement", "MEASUREMENT_COLUMNS"]
 
 _REQUIRED = ("pulse_number", "polarity")
-_STATE_COLUMNS = {"conductance_s": ("S", 1.0), "conductance_us": ("S", 1e-6), "weight": ("1", 1.0)}
-_OPTIONAL = ("device", "cycle", "voltage_v", "width_s")
+# column -> (unit of Measurement.state, factor to base units); currents are then divided by V_read
+_STATE_COLUMNS = {
+    "conductance_s": ("S", 1.0),
+    "conductance_us": ("S", 1e-6),
+    "weight": ("1", 1.0),
+    "current_a": ("S", 1.0),
+    "current_ua": ("S", 1e-6),
+}
+_CURRENT_COLUMNS = ("current_a", "current_ua")
+_OPTIONAL = ("device", "cycle", "voltage_v", "width_s", "read_voltage_v")
+_STATE_CHOICES = "conductance_s, conductance_us, weight, current_a, current_ua"
 MEASUREMENT_COLUMNS = _REQUIRED + tuple(_STATE_COLUMNS) + _OPTIONAL
 
 
@@ -78,7 +99,7 @@ class Measurement:
     """
 
     source: str  # the file it was read from
-    pulse_number: np.ndarray  # (n,) int64, >= 1
+    pulse_number: np.ndarray  # (n,) int64, increasing within each device/cycle (any start)
     polarity: np.ndarray  # (n,) int8, +1 or -1
     state: np.ndarray  # (n,) float64, siemens or normalised (see unit)
     unit: str  # "S" or "1"
@@ -87,6 +108,16 @@ class Measurement:
     cycle: np.ndarray | None = None  # (n,) str labels, or None
     voltage_v: np.ndarray | None = None  # (n,) float64 volts, or None
     width_s: np.ndarray | None = None  # (n,) float64 seconds, or None
+    read_voltage_v: np.ndarray | None = None  # (n,) float64 volts of the read (current data), or None
+    ignored_columns: tuple[str, ...] = ()  # columns of the file that were not read
+
+    def note(self) -> str | None:
+        """One line naming the ignored columns, or None if every column was read."""
+        if not self.ignored_columns:
+            return None
+        return (
+            f"{self.source}: ignored column(s) {', '.join(self.ignored_columns)} (not part of the measurement layout)"
+        )
 
     @property
     def n_rows(self) -> int:
@@ -144,6 +175,7 @@ class Measurement:
             cycle=pick(self.cycle),
             voltage_v=pick(self.voltage_v),
             width_s=pick(self.width_s),
+            read_voltage_v=pick(self.read_voltage_v),
         )
 
 
@@ -170,7 +202,8 @@ def _number(src: str, column: str, row: int, line: int, text: str, allowed: str)
     return value
 
 
-def _check_header(src: str, header: list[str]) -> tuple[list[str], str]:
+def _check_header(src: str, header: list[str]) -> tuple[list[str], str, tuple[str, ...]]:
+    """(column names, the state column, the ignored columns) of a checked header."""
     names = [h.strip() for h in header]
     if names and names[0].startswith("\ufeff"):
         names[0] = names[0][1:]
@@ -179,29 +212,28 @@ def _check_header(src: str, header: list[str]) -> tuple[list[str], str]:
         if name in seen:
             raise MeasurementError(f"{src}: header: column {name!r} appears twice; each column may appear once")
         seen.add(name)
-    unknown = [n for n in names if n not in MEASUREMENT_COLUMNS]
-    if unknown:
-        raise MeasurementError(f"{src}: header: unknown column(s) {unknown}; allowed: {', '.join(MEASUREMENT_COLUMNS)}")
+    ignored = tuple(n for n in names if n not in MEASUREMENT_COLUMNS)
     states = [n for n in names if n in _STATE_COLUMNS]
     missing = [n for n in _REQUIRED if n not in names]
     if missing or not states:
-        what = missing + ([] if states else ["one of conductance_s|conductance_us|weight"])
+        what = missing + ([] if states else [f"one of {_STATE_CHOICES.replace(', ', '|')}"])
+        seen_note = f" (ignored columns: {', '.join(ignored)})" if ignored else ""
         raise MeasurementError(
             f"{src}: header: missing required column(s) {', '.join(what)}; required: pulse_number, polarity and "
-            "exactly one of conductance_s, conductance_us, weight"
+            f"exactly one of {_STATE_CHOICES}{seen_note}"
         )
     if len(states) > 1:
-        raise MeasurementError(
-            f"{src}: header: two state columns {states}; give exactly one of conductance_s, conductance_us, weight"
-        )
-    return names, states[0]
+        raise MeasurementError(f"{src}: header: two state columns {states}; give exactly one of {_STATE_CHOICES}")
+    return names, states[0], ignored
 
 
-def load_measurement(path: str | Path) -> Measurement:
+def load_measurement(path: str | Path, *, read_voltage_v: float | None = None) -> Measurement:
     """Read and check a pulse-measurement CSV in one streaming pass.
 
     Args:
       path: the CSV file (layout in the module docstring).
+      read_voltage_v: the read voltage (volts, non-zero) of a file with a ``current_a`` or
+        ``current_ua`` column and no ``read_voltage_v`` column: :math:`G = I / V_{read}`.
 
     Returns:
       The ``Measurement``, state in siemens (``conductance_*``) or normalised (``weight``).
@@ -211,15 +243,20 @@ def load_measurement(path: str | Path) -> Measurement:
         column, has an unknown or duplicate one, or two state columns; a cell is not a number,
         NaN or infinite, or out of range (negative conductance, polarity not +1/-1,
         ``pulse_number`` not a positive integer, ``width_s <= 0``); ``pulse_number`` does not
-        increase within a device/cycle; or a device/cycle has a single reading (nothing to fit).
+        increase within a device/cycle; or a device/cycle has a single reading (nothing to fit);
+        a current column without a read voltage (or with both the column and the argument).
     """
     src = str(path)
     p = Path(path)
     _check_file(src, p)
+    if read_voltage_v is not None and not (math.isfinite(read_voltage_v) and read_voltage_v != 0):
+        raise MeasurementError(
+            f"{src}: read_voltage_v: value {read_voltage_v!r} is not allowed; must be a finite non-zero number of volts"
+        )
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            layout = _Layout.of(src, _header_row(src, reader))
+            layout = _Layout.of(src, _header_row(src, reader), read_voltage_v)
             columns = _read_rows(src, reader, layout)
     except UnicodeDecodeError as err:
         raise MeasurementError(f"{src}: cannot be read as UTF-8 text ({err.reason} at byte {err.start})") from None
@@ -257,16 +294,29 @@ class _Layout:
 
     names: list[str]  # column names in file order
     col: dict[str, int]  # column name -> position in a row
-    state_col: str  # conductance_s, conductance_us or weight
+    state_col: str  # conductance_s, conductance_us, weight, current_a or current_ua
     unit: str  # "S" or "1": the unit of Measurement.state
-    factor: float  # state column value -> unit (1e-6 for conductance_us)
+    factor: float  # state column value -> base unit (1e-6 for conductance_us and current_ua)
+    ignored: tuple[str, ...] = ()  # columns not read
+    read_voltage_v: float | None = None  # one read voltage for every row (current columns)
 
     @classmethod
-    def of(cls, src: str, header: list[str]) -> _Layout:
+    def of(cls, src: str, header: list[str], read_voltage_v: float | None = None) -> _Layout:
         """Check ``header`` (see ``_check_header``) and locate its columns."""
-        names, state_col = _check_header(src, header)
+        names, state_col, ignored = _check_header(src, header)
         unit, factor = _STATE_COLUMNS[state_col]
-        return cls(names, {n: i for i, n in enumerate(names)}, state_col, unit, factor)
+        current = state_col in _CURRENT_COLUMNS
+        if current and read_voltage_v is None and "read_voltage_v" not in names:
+            raise MeasurementError(
+                f"{src}: header: column {state_col!r} is a current; give the read voltage as a read_voltage_v column "
+                "or as read_voltage_v= (analogsim assess --read-voltage V), so that G = I / V_read"
+            )
+        if read_voltage_v is not None and "read_voltage_v" in names:
+            raise MeasurementError(
+                f"{src}: read_voltage_v: given both as a column and as an argument ({read_voltage_v!r}); give one"
+            )
+        rv = read_voltage_v if current else None
+        return cls(names, {n: i for i, n in enumerate(names)}, state_col, unit, factor, ignored, rv)
 
 
 @dataclasses.dataclass
@@ -282,6 +332,7 @@ class _Columns:
     cycle: list[str] = dataclasses.field(default_factory=list)
     voltage: array.array = dataclasses.field(default_factory=lambda: array.array("d"))  # volts
     width: array.array = dataclasses.field(default_factory=lambda: array.array("d"))  # seconds
+    read_voltage: array.array = dataclasses.field(default_factory=lambda: array.array("d"))  # volts
     last_pulse: dict[tuple, tuple[int, int]] = dataclasses.field(
         default_factory=dict
     )  # (device, cycle) -> (pulse_number, row)
@@ -309,23 +360,28 @@ def _add_row(src: str, row: int, line: int, f: list[str], layout: _Layout, colum
     """Check the stripped cells ``f`` of one data row and append their values to ``columns``."""
     col = layout.col
     i_pn, i_pol, i_state = col["pulse_number"], col["polarity"], col[layout.state_col]
-    pn = _number(src, "pulse_number", row, line, f[i_pn], "a positive integer")
-    if pn < 1 or pn != int(pn) or pn > 2**53:  # (beyond 2**53 a float no longer holds every integer)
+    pn = _number(src, "pulse_number", row, line, f[i_pn], "an integer")
+    if pn != int(pn) or abs(pn) > 2**53:  # (beyond 2**53 a float no longer holds every integer)
         raise MeasurementError(
-            f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be a positive integer (1, 2, ...) up to 2**53"
+            f"{src}: column 'pulse_number', row {row} (line {line}): value {f[i_pn]!r} is not allowed; must be an integer (0, 1, ... or 1, 2, ...) of magnitude up to 2**53"
         )
     pol = _number(src, "polarity", row, line, f[i_pol], "+1 or -1")
     if pol not in (1.0, -1.0):
         raise MeasurementError(
             f"{src}: column 'polarity', row {row} (line {line}): value {f[i_pol]!r} is not allowed; must be +1 (potentiating) or -1 (depressing)"
         )
-    allowed = ">= 0 (a conductance)" if layout.unit == "S" else "a finite number"
+    current = layout.state_col in _CURRENT_COLUMNS
+    allowed = "a finite number" if layout.unit == "1" else ("a current" if current else ">= 0 (a conductance)")
     s = _number(src, layout.state_col, row, line, f[i_state], allowed)
-    if layout.unit == "S" and s < 0:
-        raise MeasurementError(
-            f"{src}: column {layout.state_col!r}, row {row} (line {line}): value {f[i_state]!r} is not allowed; must be >= 0 (a conductance)"
-        )
     key = _add_optional(src, row, line, f, col, columns)
+    if current:
+        v_read = columns.read_voltage[-1] if layout.read_voltage_v is None else layout.read_voltage_v
+        s = s / v_read  # G = I / V_read (then in siemens after the factor)
+    if layout.unit == "S" and s < 0:
+        why = f" (G = I / V_read = {s * layout.factor:.4g} S)" if current else ""
+        raise MeasurementError(
+            f"{src}: column {layout.state_col!r}, row {row} (line {line}): value {f[i_state]!r} is not allowed; must give a conductance >= 0{why}"
+        )
     pn_i = int(pn)
     _check_increasing(src, row, line, key, pn_i, col, columns.last_pulse.get(key))
     columns.last_pulse[key] = (pn_i, row)
@@ -339,7 +395,7 @@ def _add_optional(
 ) -> tuple[str | None, str | None]:
     """Check and append one row's optional cells; return its (device, cycle) key."""
     i_dev, i_cyc = col.get("device"), col.get("cycle")
-    i_v, i_w = col.get("voltage_v"), col.get("width_s")
+    i_v, i_w, i_r = col.get("voltage_v"), col.get("width_s"), col.get("read_voltage_v")
     d = c = None
     if i_dev is not None:
         d = _label(src, "device", row, line, f[i_dev])
@@ -356,6 +412,13 @@ def _add_optional(
                 f"{src}: column 'width_s', row {row} (line {line}): value {f[i_w]!r} is not allowed; must be > 0 (seconds)"
             )
         columns.width.append(wd)
+    if i_r is not None:
+        vr = _number(src, "read_voltage_v", row, line, f[i_r], "a non-zero number of volts")
+        if vr == 0:
+            raise MeasurementError(
+                f"{src}: column 'read_voltage_v', row {row} (line {line}): value {f[i_r]!r} is not allowed; must be non-zero (volts)"
+            )
+        columns.read_voltage.append(vr)
     return d, c
 
 
@@ -402,6 +465,8 @@ def _measurement(src: str, layout: _Layout, columns: _Columns) -> Measurement:
         cycle=np.asarray(columns.cycle, dtype=str) if "cycle" in col else None,
         voltage_v=np.asarray(columns.voltage, np.float64) if "voltage_v" in col else None,
         width_s=np.asarray(columns.width, np.float64) if "width_s" in col else None,
+        read_voltage_v=_read_voltages(layout, columns),
+        ignored_columns=layout.ignored,
     )
     for seg in m.segments():
         if seg.rows.size < 2:
@@ -410,3 +475,12 @@ def _measurement(src: str, layout: _Layout, columns: _Columns) -> Measurement:
                 "each device/cycle needs at least 2 readings to fit"
             )
     return m
+
+
+def _read_voltages(layout: _Layout, columns: _Columns) -> np.ndarray | None:
+    """Each row's read voltage (volts): the column's, the argument's, or None."""
+    if "read_voltage_v" in layout.col:
+        return np.asarray(columns.read_voltage, np.float64)
+    if layout.read_voltage_v is not None:
+        return np.full(len(columns.state), float(layout.read_voltage_v))
+    return None

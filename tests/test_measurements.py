@@ -20,7 +20,7 @@ BAD_CASES = [
     ("header-only", GOOD_HEADER, "no data rows"),
     ("missing-polarity", "pulse_number,weight\n1,0.1\n2,0.2\n", "polarity"),
     ("missing-state", "pulse_number,polarity\n1,1\n2,1\n", "conductance_s"),
-    ("unknown-column", "pulse_number,polarity,weight,temperature\n1,1,0.1,300\n", "temperature"),
+    ("misspelt-state-column", "pulse_number,polarity,conductance_S\n1,1,0.1\n", "ignored columns: conductance_S"),
     ("duplicate-column", "pulse_number,polarity,weight,weight\n1,1,0.1,0.1\n", "weight"),
     ("two-state-columns", "pulse_number,polarity,weight,conductance_s\n1,1,0.1,1e-6\n", "conductance_s"),
     ("wrong-field-count", GOOD_HEADER + "1,1,0.1\n2,1\n", "row 2"),
@@ -33,8 +33,18 @@ BAD_CASES = [
     ("polarity-2", GOOD_HEADER + "1,1,0.1\n2,2,0.2\n", "'polarity', row 2"),
     ("polarity-0", GOOD_HEADER + "1,0,0.1\n2,1,0.2\n", "'polarity', row 1"),
     ("polarity-text", GOOD_HEADER + "1,up,0.1\n2,1,0.2\n", "'polarity', row 1"),
-    ("pulse-number-zero", GOOD_HEADER + "0,1,0.1\n1,1,0.2\n", "'pulse_number', row 1"),
-    ("pulse-number-negative", GOOD_HEADER + "-1,1,0.1\n1,1,0.2\n", "'pulse_number', row 1"),
+    ("pulse-number-repeats-from-0", GOOD_HEADER + "0,1,0.1\n0,1,0.2\n", "'pulse_number', row 2"),
+    ("current-without-read-voltage", "pulse_number,polarity,current_a\n1,1,1e-6\n2,1,2e-6\n", "read_voltage_v"),
+    (
+        "read-voltage-zero",
+        "pulse_number,polarity,current_ua,read_voltage_v\n1,1,1,0.1\n2,1,2,0\n",
+        "'read_voltage_v', row 2",
+    ),
+    (
+        "current-gives-negative-g",
+        "pulse_number,polarity,current_ua,read_voltage_v\n1,1,1,0.1\n2,1,-2,0.1\n",
+        "'current_ua', row 2",
+    ),
     ("pulse-number-fraction", GOOD_HEADER + "1,1,0.1\n1.5,1,0.2\n", "'pulse_number', row 2"),
     ("pulse-number-nan", GOOD_HEADER + "1,1,0.1\nnan,1,0.2\n", "'pulse_number', row 2"),
     ("pulse-number-repeats", GOOD_HEADER + "1,1,0.1\n2,1,0.2\n2,1,0.3\n", "'pulse_number', row 3"),
@@ -166,3 +176,53 @@ def test_streaming_200k_rows_reads_the_file_once(tmp_path, monkeypatch):
     assert m.n_rows == n
     np.testing.assert_allclose(m.state[:3], (5.0 + w[:3]) * 1e-6, rtol=1e-6)
     assert elapsed < 8.0, f"200k rows took {elapsed:.1f} s"
+
+
+def test_extra_columns_are_ignored_and_listed(tmp_path):
+    path = tmp_path / "instrument.csv"
+    path.write_text(
+        "time_s,pulse_number,polarity,temperature_k,conductance_us,compliance\n"
+        "0.0,1,1,300,2.5,1e-3\n0.1,2,1,300,2.75,1e-3\n0.2,3,-1,301,2.6,1e-3\n",
+        encoding="utf-8",
+    )
+    m = load_measurement(path)
+    assert m.ignored_columns == ("time_s", "temperature_k", "compliance")
+    note = m.note()
+    assert "\n" not in note and "time_s, temperature_k, compliance" in note
+    np.testing.assert_allclose(m.state, [2.5e-6, 2.75e-6, 2.6e-6])
+    path.write_text(GOOD_HEADER + "1,1,0.1\n2,1,0.2\n", encoding="utf-8")
+    assert load_measurement(path).note() is None
+
+
+def test_current_and_read_voltage_give_conductance(tmp_path):
+    # G = I / V_read: 25 uA at 0.1 V is 250 uS; a read voltage of -0.2 V with -50 uA also gives 250 uS
+    path = tmp_path / "iv.csv"
+    path.write_text(
+        "pulse_number,polarity,current_ua,read_voltage_v\n1,1,25,0.1\n2,1,30,0.1\n3,-1,-50,-0.2\n", encoding="utf-8"
+    )
+    m = load_measurement(path)
+    assert m.unit == "S" and m.state_column == "current_ua"
+    np.testing.assert_allclose(m.state, [250e-6, 300e-6, 250e-6], rtol=1e-12)
+    np.testing.assert_allclose(m.read_voltage_v, [0.1, 0.1, -0.2])
+    path.write_text("pulse_number,polarity,current_a\n1,1,2.467e-4\n2,1,2.5e-4\n", encoding="utf-8")
+    m = load_measurement(path, read_voltage_v=0.1)
+    np.testing.assert_allclose(m.state, [2.467e-3, 2.5e-3], rtol=1e-12)
+    np.testing.assert_allclose(m.read_voltage_v, [0.1, 0.1])
+    with pytest.raises(MeasurementError, match="read_voltage_v: value 0"):
+        load_measurement(path, read_voltage_v=0.0)
+
+
+def test_read_voltage_both_as_column_and_argument_is_refused(tmp_path):
+    path = tmp_path / "both.csv"
+    path.write_text("pulse_number,polarity,current_a,read_voltage_v\n1,1,1e-6,0.1\n2,1,2e-6,0.1\n", encoding="utf-8")
+    with pytest.raises(MeasurementError, match="both as a column and as an argument"):
+        load_measurement(path, read_voltage_v=0.1)
+
+
+@pytest.mark.parametrize("first", [0, 1, 1000, -5])
+def test_pulse_numbering_may_start_anywhere(tmp_path, first):
+    path = tmp_path / "n.csv"
+    rows = [f"{first + 2 * i},1,{0.1 * i}" for i in range(4)]  # every second pulse recorded
+    path.write_text(GOOD_HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    m = load_measurement(path)
+    assert m.pulse_number.tolist() == [first, first + 2, first + 4, first + 6]
