@@ -213,7 +213,9 @@ def test_defaults_and_noise_free(capsys):
     "argv, where",
     [
         (["--device", "no-such-card"], "no-such-card"),
-        (["--device", "soft-bounds", "--pulses", "200,-200"], "--pulses"),
+        (["--device", "soft-bounds", "--pulses", "+200,x"], "--pulses"),
+        (["--device", "soft-bounds", "--start", "2467uS"], "has no [physical] g_min/g_max"),
+        (["--device", "soft-bounds", "--start", "2467 kOhm"], "--start"),
         (["--device", "soft-bounds", "--pulses", "+200;-200"], "--pulses"),
         (["--device", "soft-bounds", "--pulses", "+0"], "--pulses"),
         (["--device", "soft-bounds", "--devices", "0"], "--devices"),
@@ -266,3 +268,63 @@ def test_models_with_the_same_fields_have_different_tree_structures():
     w = jnp.full((3,), 0.3)
     np.testing.assert_allclose(up_step(a, w), 0.001)  # constant step
     np.testing.assert_allclose(up_step(b, w), 0.001 * (1 - 0.3 / 0.6), rtol=1e-6)  # soft bounds
+
+
+def _card_with_window(tmp_path, g_min: str, g_max: str):
+    """soft-bounds (w in [-0.6, 0.6], dw_min 0.001) with a [physical] conductance window."""
+    text = load_card_text("soft-bounds")
+    for name, value in (("g_min", g_min), ("g_max", g_max)):
+        number, unit = value.split()
+        text += f'\n[physical.{name}]\nvalue = {number}\nunit = "{unit}"\nprovenance = "assumed"\nsource = "test"\n'
+    path = tmp_path / f"sb-{g_max.replace(' ', '')}.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def load_card_text(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("device_models").joinpath("cards", f"{name}.toml").read_text(encoding="utf-8")
+
+
+def test_start_as_a_conductance_and_results_in_siemens(tmp_path, capsys):
+    card = _card_with_window(tmp_path, "1000 uS", "3000 uS")  # 2 mS over 1.2 weight units
+    rc, out, err = _run(["--device", card, "--start", "2467uS", "--pulses", "+5", "--noise-free", "--json"], capsys)
+    assert rc == 0 and err == "", err
+    obj = json.loads(out)
+    w0 = -0.6 + (2467e-6 - 1e-3) / 2e-3 * 1.2  # the linear map of the card
+    assert obj["start"] == pytest.approx(w0, rel=1e-12)
+    assert obj["start_s"] == pytest.approx(2467e-6, rel=1e-12)
+    # soft bounds from w0: w1 = w0 + dw_min (1 - w0 / 0.6); G = g_min + (w + 0.6) / 1.2 * 2 mS
+    w1 = w0 + 0.001 * (1 - w0 / 0.6)
+    assert obj["state"]["mean"][0] == pytest.approx(w1, abs=2e-6)
+    assert obj["conductance"]["unit"] == "S"
+    assert obj["conductance"]["mean"][0] == pytest.approx(1e-3 + (w1 + 0.6) / 1.2 * 2e-3, rel=2e-6)
+    assert obj["expected"]["conductance"][0] == pytest.approx(obj["conductance"]["mean"][0], rel=1e-6)
+    assert obj["g_range_s"] == [pytest.approx(1e-3), pytest.approx(3e-3)]
+    rc, _, err = _run(["--device", card, "--start", "5mS"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "conductance window" in err
+
+
+def test_nanosiemens_device_is_shown_in_ns(tmp_path, capsys):
+    card = _card_with_window(tmp_path, "0.5 nS", "2 nS")
+    rc, out, _ = _run(["--device", card, "--pulses", "+10", "--devices", "5", "--noise-free"], capsys)
+    assert rc == 0
+    assert "uS" not in out and "0.5 nS .. 2 nS" in out
+    w10 = expected_response(load_card("soft-bounds").model, [10])[-1]
+    g10 = 0.5 + (w10 + 0.6) / 1.2 * 1.5  # nS
+    assert f"G {g10:.4g} nS" in out
+
+
+def test_depression_first_through_the_cli(capsys):
+    from analogsim.cli import main
+
+    rc = main(
+        ["response", "--device", "constant-step", "--pulses", "-150,+185", "--start", "0.5", "--noise-free", "--json"]
+    )
+    obj = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and obj["pulses"] == [-150, 185] and obj["polarity"][:150] == [-1] * 150
+    # constant step 0.001: 0.5 - 0.150 + 0.185
+    assert obj["state"]["mean"][-1] == pytest.approx(0.535, abs=1e-5)
+    rc = main(["response", "--device", "constant-step", "--pulses", "200, -20", "--devices", "3", "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pulses"] == [200, -20]
