@@ -15,6 +15,7 @@ from device_models import BUILTIN_CARDS, CardError, load_card
 from device_models.card_physical import physical_summary
 
 from . import __version__
+from .assess_cli import add_assess_parser, run_assess
 from .checkpoint import CheckpointError
 from .data import DataError
 from .energy_cli import add_energy_parser, project_parser, report_lines, run_energy, run_project
@@ -187,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--drift-compensation", action="store_true", help="global drift compensation of each layer")
     v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     add_energy_parser(sub)
+    add_assess_parser(sub)
     return parser
 
 
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_fit(args)
         if args.command == "energy":
             return run_energy(args)
+        if args.command == "assess":
+            return run_assess(args)
         if args.command == "evaluate":
             _evaluate(args)
             return 0

@@ -16,6 +16,7 @@ from .cards import (
     load_card,
     parse_card,
 )
+from .conductance import ConductanceMap
 from .constant_step import ConstantStep
 from .exp_step import ExpStep
 from .fitting import (
@@ -123,6 +124,7 @@ __all__ = [
     "pulse_polarities",
     "simulate_response",
     "symmetry_point",
+    "ConductanceMap",
     "Measurement",
     "MeasurementError",
     "load_measurement",
