@@ -12,6 +12,7 @@ from .algorithms import (
     TTv2,
     make_rule,
 )
+from .attention import AnalogMultiHeadAttention, AnalogTransformerBlock
 from .conv import AnalogConv, SmallCNN
 from .convert import convert
 from .data import DataError, Dataset, load_dataset
@@ -31,6 +32,7 @@ from .parallel import (
 )
 from .periphery import IOParameters, analog_mvm, quantize
 from .pulsed_update import UpdateParameters, pulse_probabilities, pulsed_update
+from .recurrent import AnalogGRUCell, AnalogLSTMCell, AnalogRNN, AnalogSimpleCell
 from .tile import analog_matmul
 from .training import (
     ConfigError,
@@ -69,6 +71,12 @@ __all__ = [
     "unstack_state",
     "make_rule",
     "AnalogConv",
+    "AnalogGRUCell",
+    "AnalogLSTMCell",
+    "AnalogMultiHeadAttention",
+    "AnalogRNN",
+    "AnalogSimpleCell",
+    "AnalogTransformerBlock",
     "AnalogLinear",
     "AnalogWeight",
     "ConfigError",

@@ -1,11 +1,17 @@
-"""Convert a trained digital nnx model into one whose dense and conv layers are analog.
+"""Convert a trained digital nnx model into one whose dense, conv and recurrent layers are analog.
 
 Every ``flax.nnx.Linear`` and ``flax.nnx.Conv`` found anywhere in the module tree
 (attributes, ``flax.nnx.List``, ``flax.nnx.Dict``, ``flax.nnx.Sequential``)
 becomes an ``AnalogLinear`` or ``AnalogConv``
-with the digital weights programmed onto its devices; every other layer stays digital and
-unchanged. This is the usual starting point for hardware-aware fine-tuning or for studying
-inference on analog hardware (aihwkit's ``convert_to_analog``).
+with the digital weights programmed onto its devices. Flax's recurrent cells (``LSTMCell``,
+``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``) become ``AnalogLSTMCell``,
+``AnalogGRUCell``, ``AnalogSimpleCell`` (their gate matrices stacked on two arrays, input and
+recurrent, as aihwkit's analog cells), and ``flax.nnx.RNN`` becomes ``AnalogRNN``, whose
+Python loop records every step's reads so the network trains (a scanned layer's cannot be).
+Every other layer stays digital and unchanged; layers that hold matrices but are not converted
+(``LinearGeneral``, ``Einsum``, ``MultiHeadAttention``: use ``AnalogMultiHeadAttention``)
+are named in one warning. This is the usual starting point for hardware-aware fine-tuning or
+for studying inference on analog hardware (aihwkit's ``convert_to_analog``).
 
 *Mapping.* Device states live in normalised weight units within each cross-point's bounds.
 A layer's digital weights :math:`W` are mapped with a weight scale :math:`s`,
@@ -25,6 +31,7 @@ weight lands at 90 % of the nominal range. Programming writes the target states 
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +44,7 @@ from .conv import AnalogConv, conv_kernel_to_array
 from .layers import AUTO_SCALE_FILL, BACKWARD_IO, AbstractAnalogLayer, AnalogLinear
 from .periphery import IOParameters
 from .pulsed_update import UpdateParameters
+from .recurrent import AnalogGRUCell, AnalogLSTMCell, AnalogRNN, AnalogSimpleCell
 
 __all__ = ["AUTO_SCALE_FILL", "convert"]
 
@@ -148,6 +156,60 @@ def _programmed(
     return analog
 
 
+def _stacked(linears: list[nnx.Linear], bias_from: list[nnx.Linear] | None) -> nnx.Linear:
+    """One ``nnx.Linear`` whose outputs are the outputs of ``linears`` one after another (the
+    bias from ``bias_from``, in the same order; ``None``: no bias)."""
+    kernel = jnp.concatenate([lin.kernel.get_value() for lin in linears], axis=1)
+    out = nnx.Linear(kernel.shape[0], kernel.shape[1], use_bias=bias_from is not None, rngs=nnx.Rngs(0))
+    out.kernel.set_value(kernel)
+    if bias_from is not None:
+        out.bias.set_value(jnp.concatenate([lin.bias.get_value() for lin in bias_from]))
+    return out
+
+
+def _cell_arrays(cell) -> tuple[type, nnx.Linear, nnx.Linear]:
+    """The analog cell class of a Flax cell and its input and recurrent matrices as two stacked
+    ``nnx.Linear`` (the bias on the input one: the two reads are summed, except in the GRU, whose
+    bias Flax keeps on the input side)."""
+    if isinstance(cell, nnx.LSTMCell):
+        ih = [cell.ii, cell.if_, cell.ig, cell.io]
+        hh = [cell.hi, cell.hf, cell.hg, cell.ho]
+        return AnalogLSTMCell, _stacked(ih, hh), _stacked(hh, None)
+    if isinstance(cell, nnx.OptimizedLSTMCell):
+        return AnalogLSTMCell, _stacked([cell.dense_i], [cell.dense_h]), _stacked([cell.dense_h], None)
+    cls = AnalogGRUCell if isinstance(cell, nnx.GRUCell) else AnalogSimpleCell
+    return cls, cell.dense_i, cell.dense_h
+
+
+RECURRENT = (nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell)
+
+
+def _analog_cell(cell, name: str, index: int, rngs, kwargs, weight_scale, programming_noise, key):
+    """The analog twin of a Flax recurrent cell, its two arrays programmed."""
+    cls, ih, hh = _cell_arrays(cell)
+    arrays = [
+        _programmed(lin, f"{name}/{part}", index + k, rngs, kwargs, weight_scale, programming_noise, key)
+        for k, (lin, part) in enumerate(((ih, "ih"), (hh, "hh")))
+    ]
+    return cls(cell.in_features, cell.hidden_features, gate_fn=getattr(cell, "gate_fn", jax.nn.sigmoid),
+               activation_fn=cell.activation_fn, rngs=rngs, ih=arrays[0], hh=arrays[1])  # fmt: skip
+
+
+def _warn_left_digital(model: nnx.Module) -> None:
+    """One warning naming the layers with matrices that ``convert`` leaves digital."""
+    left = [
+        f"{_path_name(p)} ({type(m).__name__})"
+        for p, m in nnx.iter_modules(model)
+        if isinstance(m, nnx.LinearGeneral | nnx.Einsum | nnx.MultiHeadAttention)
+    ]
+    if left:
+        warnings.warn(
+            f"convert: {len(left)} layer(s) with weight matrices stay digital: {', '.join(left[:6])}"
+            f"{' ...' if len(left) > 6 else ''}; build attention from analogsim.AnalogMultiHeadAttention",
+            stacklevel=3,
+        )
+
+
 def _put(holder, path: tuple, name: str, new: AbstractAnalogLayer) -> None:
     """Put ``new`` at the module path ``path`` of ``holder`` (an attribute, list entry or dict entry)."""
     parent = holder
@@ -223,18 +285,33 @@ def convert(
     }
 
     root = nnx.clone(model)
-    holder = nnx.List([root]) if isinstance(root, nnx.Linear | nnx.Conv) else root  # a root layer gets a parent
-    done: dict[int, AbstractAnalogLayer] = {}  # id of a digital layer -> its analog twin (shared layers stay shared)
-    while True:
-        # a shared layer shows up once per pass; after its first path is replaced, the next pass finds the others
-        todo = [(p, m) for p, m in nnx.iter_modules(holder) if isinstance(m, nnx.Linear | nnx.Conv)]
-        if not todo:
-            break
-        for path, layer in todo:
-            name = _path_name(path if holder is root else path[1:])
-            if id(layer) not in done:  # len(done): the number of layers programmed so far
-                done[id(layer)] = _programmed(
-                    layer, name, len(done), rngs, kwargs, weight_scale, programming_noise, key
-                )
-            _put(holder, path, name, done[id(layer)])
-    return holder[0] if holder is not root else root
+    convertible = (nnx.Linear, nnx.Conv, nnx.RNN, *RECURRENT)
+    holder = nnx.List([root]) if isinstance(root, convertible) else root  # a root layer gets a parent
+    done: dict[int, nnx.Module] = {}  # id of a digital layer -> its analog twin (shared layers stay shared)
+    arrays = 0  # arrays programmed so far: the i-th draws its programming noise with fold_in(key, i)
+    for kinds in (RECURRENT, (nnx.RNN,), (nnx.Linear, nnx.Conv)):  # cells before their linears; RNNs after cells
+        while True:
+            # a shared layer shows up once per pass; after its first path is replaced, the next pass finds the others
+            todo = [(p, m) for p, m in nnx.iter_modules(holder) if isinstance(m, kinds)]
+            if not todo:
+                break
+            for path, layer in todo:
+                name = _path_name(path if holder is root else path[1:])
+                if id(layer) not in done:
+                    done[id(layer)] = _twin(layer, name, arrays, rngs, kwargs, weight_scale, programming_noise, key)
+                    arrays += 2 if isinstance(layer, RECURRENT) else 0 if isinstance(layer, nnx.RNN) else 1
+                _put(holder, path, name, done[id(layer)])
+    out = holder[0] if holder is not root else root
+    _warn_left_digital(out)
+    return out
+
+
+def _twin(layer, name: str, index: int, rngs, kwargs, weight_scale, programming_noise, key) -> nnx.Module:
+    """The analog twin of a Linear, Conv, recurrent cell or RNN (an ``AnalogRNN`` around its
+    already converted cell)."""
+    if isinstance(layer, nnx.RNN):
+        return AnalogRNN(layer.cell, time_major=layer.time_major, return_carry=layer.return_carry,
+                         reverse=layer.reverse, keep_order=layer.keep_order)  # fmt: skip
+    if isinstance(layer, RECURRENT):
+        return _analog_cell(layer, name, index, rngs, kwargs, weight_scale, programming_noise, key)
+    return _programmed(layer, name, index, rngs, kwargs, weight_scale, programming_noise, key)
