@@ -10,8 +10,9 @@ magnitude of one down pulse), on a grid of states (``StepTable``):
   g_min, g_max`` (``device_models.ConductanceMap``), else in weight units;
 - a measurement (model-free): each run of consecutive pulses of one polarity is smoothed by a
   centred moving average of ``W`` readings (``smooth``; by default odd, about 1/50 of the
-  median run), and the change of the smoothed state per pulse is averaged by the smoothed state
-  before it, in ``bins`` equal bins spanning the 0.5th to 99.5th percentile of the readings
+  median run), and the change of the smoothed state per pulse is taken by the smoothed state
+  before it, in ``bins`` equal bins (each bin's mean step placed at its mean state, then
+  interpolated onto the bin centres) spanning the 0.5th to 99.5th percentile of the readings
   (robust to a few outlier reads); an empty bin takes its neighbours' values. Binning single
   noisy steps by the noisy state before them would regress them to the mean (a reading high by
   read noise is followed by a lower one); the moving average removes that bias for read noise
@@ -31,9 +32,10 @@ magnitude of one down pulse), on a grid of states (``StepTable``):
 - the symmetry point: the state where :math:`\\Delta_+ = \\Delta_-` (the first crossing from
   :math:`\\Delta_+ > \\Delta_-`, by linear interpolation), where random up and down pulses pull
   every weight, ``None`` where the steps do not cross (then SGD does not drift to one state);
-- NeuroSim's nonlinearity ``A`` of each branch: the noise-free sweep from one end, run until
-  it has covered 99% of the range (at most 20,000 pulses; that count is :math:`P_{max}`), fitted
-  with :math:`G(P) = B (1 - e^{-P/A}) + G_{min}`,
+- NeuroSim's nonlinearity ``A`` of each branch: the noise-free sweep of :math:`P_{max}` pulses
+  from one end, :math:`P_{max}` = ``states`` (NeuroSim's ``maxNumLevel``, the pulses that would
+  cross the range at the operating step; at most 20,000; a sweep also stops where its step
+  vanishes), fitted with :math:`G(P) = B (1 - e^{-P/A}) + G_{min}`,
   :math:`B = (G_{max} - G_{min})/(1 - e^{-P_{max}/A})` for the up branch and its mirror
   :math:`G(P) = G_{max} - B (1 - e^{-P/A})` for the down branch (Chen, Peng and Yu, "NeuroSim: A
   circuit-level macro model for benchmarking neuro-inspired architectures in online learning",
@@ -43,7 +45,7 @@ magnitude of one down pulse), on a grid of states (``StepTable``):
 - ``c2c``: a card's ``dw_min_std``; a measurement's scatter of the single steps around the
   table's mean, relative to the mean step at mid-range, read noise removed (``_c2c``);
 - ``d2d``: a card's ``dw_min_dtod``; a measurement's std/mean over devices of each device's
-  mean up step (two devices or more).
+  mean up step in the middle half of the range (two devices or more).
 """
 
 from __future__ import annotations
@@ -110,21 +112,22 @@ class Assessment:
         return float(self.cmap.weight(g)) if self.cmap is not None else float(g)
 
 
-def noise_free_sweep(table: StepTable, up: bool) -> np.ndarray:
-    """The noise-free sweep from one end (``lo`` up, ``hi`` down) until it has covered
-    ``SWEEP_FRACTION`` of the range, stalls (a step <= 1e-9 of the range) or reaches
-    ``MAX_SWEEP`` pulses; the states after 0, 1, ... pulses."""
+def noise_free_sweep(table: StepTable, up: bool, pulses: int | None = None) -> np.ndarray:
+    """The noise-free sweep from one end (``lo`` up, ``hi`` down): ``pulses`` pulses (at most
+    ``MAX_SWEEP``), or with ``None`` until it has covered ``SWEEP_FRACTION`` of the range; it
+    stops early at the far end of the range or where the step vanishes (<= 1e-9 of the range).
+    The states after 0, 1, ... pulses."""
     span = table.hi - table.lo
     g = table.lo if up else table.hi
-    target = span * SWEEP_FRACTION
+    target = span * SWEEP_FRACTION if pulses is None else math.inf
     out = [g]
-    for _ in range(MAX_SWEEP):
+    for _ in range(MAX_SWEEP if pulses is None else min(int(pulses), MAX_SWEEP)):
         d = float(table.step(g, up))
         if d <= 1e-9 * span:
             break
         g = min(g + d, table.hi) if up else max(g - d, table.lo)
         out.append(g)
-        if abs(g - out[0]) >= target:
+        if abs(g - out[0]) >= target or g in (table.lo, table.hi):  # covered, or at the far end
             break
     return np.asarray(out)
 
@@ -195,7 +198,8 @@ def assess_steps(table: StepTable) -> tuple[dict[str, Any], dict[str, np.ndarray
     }
     sweeps = {}
     for name, up in (("up", True), ("down", False)):
-        sweeps[name] = noise_free_sweep(table, up)
+        states = figures["states"]
+        sweeps[name] = noise_free_sweep(table, up, None if states is None else max(2, round(states)))
         try:
             a, p_max = neurosim_a(sweeps[name])
         except ValueError:
@@ -270,14 +274,24 @@ def _pairs(m: Measurement, smooth: int | None) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate(a) if a else np.empty(0) for a in out)
 
 
-def _bin_means(values: np.ndarray, which: np.ndarray, bins: int) -> np.ndarray:
-    """Mean of ``values`` per bin (``which`` in 0..bins-1); empty bins interpolated from their neighbours."""
-    sums = np.bincount(which, values, minlength=bins)
-    counts = np.bincount(which, minlength=bins)
-    full = counts > 0
-    means = np.where(full, sums / np.maximum(counts, 1), np.nan)
-    centres = np.arange(bins)
-    return np.interp(centres, centres[full], means[full])
+def _bin_values(values: np.ndarray, state: np.ndarray, which: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each bin's value at its centre: the bins' mean steps placed at their mean states and
+    interpolated (linearly extrapolated past the outer ones, unless that flips the sign) onto the centres. Exact for a step
+    linear in the state however the states fill a bin; empty bins are skipped."""
+    bins = centres.size
+    n = np.bincount(which, minlength=bins)
+    full = n > 0
+    xs = (np.bincount(which, state, bins) / np.maximum(n, 1))[full]
+    ys = (np.bincount(which, values, bins) / np.maximum(n, 1))[full]
+    out = np.interp(centres, xs, ys)
+    if xs.size >= 2:
+        lo, hi = centres < xs[0], centres > xs[-1]
+        low = ys[0] + (centres[lo] - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0])
+        high = ys[-1] + (centres[hi] - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        # noisy data: an extrapolation that flips the step's sign keeps the outer bin's mean
+        out[lo] = np.where(np.sign(low) == np.sign(ys[0]), low, ys[0])
+        out[hi] = np.where(np.sign(high) == np.sign(ys[-1]), high, ys[-1])
+    return out
 
 
 def _c2c(resid: np.ndarray, use: np.ndarray, run: np.ndarray, mean_step: float) -> float | None:
@@ -317,18 +331,19 @@ def measurement_step_table(
     edges = np.linspace(lo, hi, bins + 1)
     which = np.clip(np.searchsorted(edges, before, side="right") - 1, 0, bins - 1)
     up_sel, down_sel = pol > 0, pol < 0
-    up = _bin_means(change[up_sel], which[up_sel], bins)
-    down = _bin_means(-change[down_sel], which[down_sel], bins)
     centres = 0.5 * (edges[:-1] + edges[1:])
+    up = _bin_values(change[up_sel], before[up_sel], which[up_sel], centres)
+    down = _bin_values(-change[down_sel], before[down_sel], which[down_sel], centres)
     table = StepTable(centres, up, down, lo, hi, m.unit)
     # c2c: single (raw) steps around the table's mean at their state, over the middle half of the range
     expected = np.where(raw_pol > 0, table.step(raw_before, True), -table.step(raw_before, False))
     middle = (raw_before >= lo + 0.25 * (hi - lo)) & (raw_before <= hi - 0.25 * (hi - lo))
     mean_mid = 0.5 * (float(table.step(0.5 * (lo + hi), True)) + float(table.step(0.5 * (lo + hi), False)))
     spread = {"c2c": _c2c(raw_change - expected, middle, raw_run, mean_mid), "d2d": None}
-    if m.device is not None and len(m.devices()) >= 2:
+    if m.device is not None and len(m.devices()) >= 2:  # each device's mean up step, middle half of the range
         labels = m.device[rows]
-        per = [np.mean(change[up_sel & (labels == d)]) for d in m.devices() if np.any(up_sel & (labels == d))]
+        band = up_sel & (before >= lo + 0.25 * (hi - lo)) & (before <= hi - 0.25 * (hi - lo))
+        per = [np.mean(change[band & (labels == d)]) for d in m.devices() if np.any(band & (labels == d))]
         if len(per) >= 2 and np.mean(per) > 0:
             spread["d2d"] = float(np.std(per) / np.mean(per))
     return table, spread
