@@ -18,6 +18,7 @@ from .cards import (
 )
 from .conductance import ConductanceMap
 from .constant_step import ConstantStep
+from .crosssim_lut import crosssim_lut_card, read_crosssim_table
 from .exp_step import ExpStep
 from .fitting import (
     AUTO_CANDIDATES,
@@ -30,6 +31,7 @@ from .fitting import (
 )
 from .linear_step import LinearStep
 from .measurements import Measurement, MeasurementError, load_measurement
+from .neurosim import neurosim_card, read_neurosim
 from .numerics import safe_pow, safe_sqrt, up_down_bias
 from .one_sided import OneSided
 from .piecewise_step import PiecewiseStep
@@ -125,6 +127,10 @@ __all__ = [
     "simulate_response",
     "symmetry_point",
     "ConductanceMap",
+    "crosssim_lut_card",
+    "read_crosssim_table",
+    "neurosim_card",
+    "read_neurosim",
     "Measurement",
     "MeasurementError",
     "load_measurement",
