@@ -70,15 +70,18 @@ class _AnalogCell(nnx.Module):
         hh: AnalogLinear | None = None,
         **analog,
     ):
-        """Args:
-        in_features: input size.
-        hidden_features: hidden state size.
-        gate_fn: the gates' nonlinearity (LSTM, GRU).
-        activation_fn: the state nonlinearity.
-        rngs: random streams (``params``: weights and device variation; ``read``: read noise).
-        ih, hh: ready-made arrays (``analogsim.convert``); ``None``: new ones.
-        **analog: ``AnalogLinear`` settings of both arrays: ``device``, ``forward_io``,
-          ``backward_io``, ``update``, ``algorithm``, ``reference``, ``weight_scale``.
+        """Build the cell's two arrays.
+
+        Args:
+          in_features: input size.
+          hidden_features: hidden state size.
+          gate_fn: the gates' nonlinearity (LSTM, GRU).
+          activation_fn: the state nonlinearity.
+          rngs: random streams (``params``: weights and device variation; ``read``: read noise).
+          ih: a ready-made input array (``analogsim.convert``); ``None``: a new one.
+          hh: a ready-made recurrent array; ``None``: a new one.
+          **analog: ``AnalogLinear`` settings of both arrays: ``device``, ``forward_io``,
+            ``backward_io``, ``update``, ``algorithm``, ``reference``, ``weight_scale``.
         """
         gates = GATES[self.kind] * hidden_features
         for name, size in (("in_features", in_features), ("hidden_features", hidden_features)):
