@@ -84,17 +84,21 @@ def run(args: argparse.Namespace) -> dict:
         lstm = RecurrentClassifier(side, side, hidden, images.num_classes, device=card, rngs=nnx.Rngs(args.seed))
         r = _train(lstm, images, epochs, args.seed, card)
         rows.append({"task": f"{images.name} rows (LSTM {hidden})", "network": label, **r})
-        print(f"LSTM        {label:<18} test {r["test_accuracy"][-1]:.3f}  {r["s_per_epoch"]:.2f} s/epoch", flush=True)
+        print(f"LSTM        {label:<18} test {r['test_accuracy'][-1]:.3f}  {r['s_per_epoch']:.2f} s/epoch", flush=True)
         tf = TransformerClassifier(vocab, RECALL["pairs"] + 1, RECALL["values"], d_model=d_model, num_heads=heads,
                                    d_ff=d_ff, depth=depth, device=card, rngs=nnx.Rngs(args.seed))  # fmt: skip
         r = _train(tf, recall, epochs, args.seed, card)
         rows.append({"task": f"associative recall (transformer d={d_model})", "network": label, **r})
-        print(f"transformer {label:<18} test {r["test_accuracy"][-1]:.3f}  {r["s_per_epoch"]:.2f} s/epoch", flush=True)
+        print(f"transformer {label:<18} test {r['test_accuracy'][-1]:.3f}  {r['s_per_epoch']:.2f} s/epoch", flush=True)
     return {
         "experiment": NAME,
         "mode": mode,
         "config": {
-            "epochs": epochs, "lr": LR, "batch_size": BATCH, "seed": args.seed, "lstm_hidden": hidden,
+            "epochs": epochs,
+            "lr": LR,
+            "batch_size": BATCH,
+            "seed": args.seed,
+            "lstm_hidden": hidden,
             "recall": {**RECALL, "train": n_train, "test": n_test, "chance": 1 / RECALL["values"]},
             "transformer": {"d_model": d_model, "heads": heads, "d_ff": d_ff, "depth": depth},
             "rule": "analog SGD (digital parameters: optax.sgd at the same rate)",
