@@ -224,3 +224,14 @@ def test_protonic_onen2022(tmp_path):
     assert runs["sgd"]["endurance"]["busiest_pulses"] > 0 and runs["digital"]["endurance"] is None
     assert r["sensitivity"]["most_sensitive"] in ("dw_min_std", "dw_min_dtod", "states")
     assert "| quantity | paper |" in (tmp_path / "onen" / "README.md").read_text()
+
+
+def test_sequences(tmp_path):
+    r = _run("sequences", tmp_path / "seq", "--cards", "idealized")
+    assert [(row["task"].split()[0], row["network"]) for row in r["rows"]] == [
+        ("digits", "digital"), ("associative", "digital"), ("digits", "idealized"), ("associative", "idealized")
+    ]  # fmt: skip
+    for row in r["rows"]:
+        assert len(row["test_accuracy"]) == 1 and _is_accuracy(row["test_accuracy"][0])
+        assert row["s_per_epoch"] > 0
+    assert r["config"]["recall"]["chance"] == 0.1
