@@ -225,6 +225,8 @@ def run_assess(args: argparse.Namespace) -> int:
         print(f"training on digits ({epochs} epochs, MLP 64, lr 0.1, seed {seed}):")
         for r in training:
             print(f"  {r['label']:<32} test accuracy {r['test_accuracy']:.3f}  ({r['seconds']:.0f} s)")
+        for text in sorted({w for r in training for w in r["warnings"]}):
+            print(f"  note: {text}")
     print(f"recommendation: {advice['use']}")
     for reason in advice["reasons"]:
         print(f"  because {reason}")
