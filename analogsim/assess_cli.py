@@ -10,11 +10,15 @@ device-to-device spread (``analogsim.assess``); then, unless ``--no-train``, sho
 on the built-in digits set with SGD, SGD against the symmetry point, chopped TTv2 and mixed
 precision (``analogsim.assess_training``), and a recommendation with its reasons.
 
-A ``.csv`` input is a pulse measurement (``device_models.measurements``; ``--read-voltage``
+Inputs: a card (a built-in name or a TOML path); a folder holding CrossSim's
+``dG_increasing.txt`` and ``dG_decreasing.txt`` (``device_models.crosssim_lut``); a NeuroSim
+description, a file with an ``A_LTP`` key (``device_models.neurosim``); or a ``.csv``.
+``--save-card F.toml`` writes the card made from a CSV, CrossSim or NeuroSim input, for
+``analogsim train --device F.toml``. A ``.csv`` input is a pulse measurement (``device_models.measurements``; ``--read-voltage``
 for a current column without a ``read_voltage_v`` column): its figures are model-free, and
 its training runs use a card fitted with ``device_models.fit_model`` (``--fit-model``, default
-``piecewise-step``; the fit takes seconds to a minute; ``--no-train`` skips it). Anything else
-is a card: a built-in name or a TOML path. Bad input prints ``error: <one line>`` on stderr and
+``piecewise-step``; 20 s for the 2,000 readings of the Gong 2018 file on this project's CPU;
+``--no-train`` skips it unless ``--save-card`` asks for the card). Bad input prints ``error: <one line>`` on stderr and
 returns 2; an existing ``--plot`` file is never overwritten without ``--force``.
 """
 
@@ -27,7 +31,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from device_models import CardError, load_card, load_measurement
+from device_models import (
+    CardError,
+    crosssim_lut_card,
+    fit_model,
+    load_card,
+    load_measurement,
+    neurosim_card,
+    parse_card,
+)
 from device_models.units import parse_quantity, si_scale
 
 from .assess import Assessment, assess_card, assess_measurement, neurosim_a
@@ -43,7 +55,11 @@ class AssessError(ValueError):
 def add_assess_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``assess`` sub-command to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     a = subparsers.add_parser("assess", help="device figures (range, states, asymmetry, ...) and what to train with")
-    a.add_argument("source", metavar="CARD_OR_CSV", help="device card (built-in name or TOML) or measurement .csv")
+    a.add_argument(
+        "source",
+        metavar="CARD_OR_CSV",
+        help="device card (built-in name or TOML), measurement .csv, CrossSim table folder or NeuroSim description",
+    )
     a.add_argument("--no-train", action="store_true", help="the figures only, no training runs")
     a.add_argument("--epochs", default="3", help="epochs of each training run (default 3)")
     a.add_argument("--seed", default="0", help="PRNG seed of the training runs (integer)")
@@ -52,6 +68,12 @@ def add_assess_parser(subparsers) -> argparse.ArgumentParser:
     )
     a.add_argument("--bins", default="10", help="state bins of a CSV's step table (default 10)")
     a.add_argument("--fit-model", default="piecewise-step", help="model fitted to a CSV for the training runs")
+    a.add_argument(
+        "--save-card",
+        default=None,
+        metavar="F.toml",
+        help="write the card fitted to a CSV or read from CrossSim/NeuroSim",
+    )
     a.add_argument("--plot", default=None, metavar="F.png", help="draw sweeps, steps by state and training results")
     a.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
     a.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -175,25 +197,55 @@ def _plot(a: Assessment, training: list[dict] | None, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _converted_card(source: str) -> str | None:
+    """The card text of a CrossSim table folder or a NeuroSim description; None for a card."""
+    path = Path(source)
+    if path.is_dir():
+        name = path.name.replace(" ", "-") or "crosssim-lut"
+        return crosssim_lut_card(path / "dG_increasing.txt", path / "dG_decreasing.txt", name=name)
+    if (
+        path.is_file()
+        and path.stat().st_size < 100_000
+        and "A_LTP" in path.read_text(encoding="utf-8", errors="replace")
+    ):
+        return neurosim_card(path)
+    return None
+
+
 def _assess(args):
-    """(the assessment, the measurement or None for a card)."""
+    """(the assessment, the measurement or None, the converted card's text or None)."""
     bins = _int_flag("--bins", args.bins, 2)
     if _is_csv(args.source):
         rv = None if args.read_voltage is None else parse_quantity(args.read_voltage, "V", what="--read-voltage")
         m = load_measurement(args.source, read_voltage_v=rv)
-        return assess_measurement(m, bins=bins), m
+        return assess_measurement(m, bins=bins), m, None
     if args.read_voltage is not None:
         raise AssessError("--read-voltage: only a CSV measurement has a current to convert; a card has none")
-    return assess_card(load_card(args.source)), None
+    text = _converted_card(args.source)
+    card = load_card(args.source) if text is None else parse_card(text, source=args.source)
+    return assess_card(card), None, text
 
 
-def _fitted_card(m, model: str, folder: str) -> str:
-    from device_models import fit_model
-
+def _fitted_card(m, model: str) -> str:
+    """The TOML text of ``model`` fitted to ``m`` (one pooled fit, no per-device spread)."""
     result = fit_model(m, model, device_spread=False)
-    path = Path(folder) / "fitted.toml"
-    path.write_text(result.to_card_toml("fitted-" + Path(m.source).stem.replace(" ", "-")), encoding="utf-8")
-    return str(path)
+    return result.to_card_toml("fitted-" + Path(m.source).stem.replace(" ", "-"))
+
+
+def _check_save(args) -> None:
+    if not args.save_card:
+        return
+    path = Path(args.save_card)
+    if not (_is_csv(args.source) or Path(args.source).is_dir() or _converted_card(args.source) is not None):
+        raise AssessError(
+            f"--save-card: {args.source!r} is a card already; it is for CSV, CrossSim and NeuroSim inputs"
+        )
+    if path.exists() and not args.force:
+        raise AssessError(f"--save-card: file {args.save_card!r} exists; pass --force to overwrite it")
+    if not path.parent.is_dir() or path.suffix.lower() != ".toml":
+        raise AssessError(
+            f"--save-card: value {args.save_card!r} is not allowed; a .toml file in an existing directory"
+        )
 
 
 def run_assess(args: argparse.Namespace) -> int:
@@ -202,15 +254,23 @@ def run_assess(args: argparse.Namespace) -> int:
         epochs = _int_flag("--epochs", args.epochs, 1)
         seed = _int_flag("--seed", args.seed, 0)
         _check_plot(args.plot, args.force)
-        a, m = _assess(args)
+        _check_save(args)
+        a, m, text = _assess(args)
         if not args.json:
             print("\n".join(assessment_lines(a)), flush=True)
         training = None
+        if m is not None and (args.save_card or not args.no_train):
+            text = _fitted_card(m, args.fit_model)
+            if not args.json:
+                print(f"training runs use a {args.fit_model} card fitted to {args.source}", flush=True)
+        if args.save_card:
+            Path(args.save_card).write_text(text, encoding="utf-8")
         if not args.no_train:
             with tempfile.TemporaryDirectory() as folder:
-                card = args.source if m is None else _fitted_card(m, args.fit_model, folder)
-                if m is not None and not args.json:
-                    print(f"training runs use a {args.fit_model} card fitted to {args.source}", flush=True)
+                card = args.source
+                if text is not None:
+                    card = str(Path(folder) / "card.toml")
+                    Path(card).write_text(text, encoding="utf-8")
                 training = diagnose_training(card, epochs=epochs, seed=seed)
         advice = recommend(a, training)
         if args.plot:

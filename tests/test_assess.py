@@ -212,3 +212,29 @@ def test_training_diagnosis_of_an_asymmetric_card(tmp_path, capsys):
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in obj["training"])
     best = max(obj["training"], key=lambda r: r["test_accuracy"])
     assert obj["recommendation"]["use"] == best["flags"]
+
+
+def test_assess_reads_neurosim_and_crosssim_inputs(tmp_path, capsys):
+    ns = tmp_path / "device.neurosim"
+    ns.write_text("A_LTP = 40\nA_LTD = 25\nGmin = 1 uS\nGmax = 5 uS\npulses = 100\n", encoding="utf-8")
+    assert main(["assess", str(ns), "--no-train", "--json"]) == 0
+    f = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["figures"]
+    assert f["a_up"] == pytest.approx(40, rel=2e-3) and f["a_down"] == pytest.approx(25, rel=2e-3)  # NeuroSim's A back
+    assert f["g_min"] == pytest.approx(1e-6) and f["on_off"] == pytest.approx(5.0)
+    folder = tmp_path / "lut"
+    folder.mkdir()
+    head = "1st Row = Gbins, 2nd Row = CDF Points"
+    (folder / "dG_increasing.txt").write_text(f"{head}\n1e-4, 2e-4, 3e-4\n0, 1\n2e-6, 2e-6, 2e-6\n2e-6, 2e-6, 2e-6\n")
+    (folder / "dG_decreasing.txt").write_text(
+        f"{head}\n1e-4, 2e-4, 3e-4\n0, 1\n-1e-6, -1e-6, -1e-6\n-1e-6, -1e-6, -1e-6\n"
+    )
+    saved = tmp_path / "lut.toml"
+    assert main(["assess", str(folder), "--no-train", "--json", "--save-card", str(saved)]) == 0
+    f = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["figures"]
+    assert f["dg_up_low"] == pytest.approx(2e-6, rel=1e-5) and f["dg_down_high"] == pytest.approx(1e-6, rel=1e-5)
+    assert f["states"] == pytest.approx(200e-6 / 1.5e-6, rel=1e-4) and f["asymmetry"] == pytest.approx(1 / 3, rel=1e-4)
+    assert saved.is_file() and 'model = "lookup-table"' in saved.read_text()
+    assert main(["assess", str(folder), "--no-train", "--save-card", str(saved)]) == 2  # exists, no --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["assess", "soft-bounds", "--no-train", "--save-card", str(tmp_path / "x.toml")]) == 2
+    assert "is a card already" in capsys.readouterr().err
