@@ -339,7 +339,10 @@ def measurement_step_table(
     expected = np.where(raw_pol > 0, table.step(raw_before, True), -table.step(raw_before, False))
     middle = (raw_before >= lo + 0.25 * (hi - lo)) & (raw_before <= hi - 0.25 * (hi - lo))
     mean_mid = 0.5 * (float(table.step(0.5 * (lo + hi), True)) + float(table.step(0.5 * (lo + hi), False)))
-    spread = {"c2c": _c2c(raw_change - expected, middle, raw_run, mean_mid), "d2d": None}
+    resid = raw_change - expected
+    spread = {"c2c": _c2c(resid, middle, raw_run, mean_mid), "d2d": None}
+    # single steps scattered over 10 mean steps: the read noise dominates them (see assess_measurement)
+    spread["scatter_per_step"] = float(np.std(resid[middle]) / mean_mid) if middle.any() and mean_mid > 0 else None
     if m.device is not None and len(m.devices()) >= 2:  # each device's mean up step, middle half of the range
         labels = m.device[rows]
         band = up_sel & (before >= lo + 0.25 * (hi - lo)) & (before <= hi - 0.25 * (hi - lo))
@@ -359,4 +362,9 @@ def assess_measurement(m: Measurement, bins: int = 10, smooth: int | None = None
         notes.append(f"{m.source}: normalised readings (weight column): figures in weight units, no on/off ratio")
     if figures["c2c"] is not None:
         notes.append("c2c: scatter of single steps with the read noise removed by their lag-1 covariance")
+    if (figures.get("scatter_per_step") or 0) > 10:
+        notes.append(
+            f"single steps scatter over {figures['scatter_per_step']:.0f} mean steps: read noise dominates and the "
+            "moment estimate of c2c is unreliable; analogsim fit's state-space estimate separates the two"
+        )
     return Assessment(m.source, "measurement", m.unit, figures, table, sweeps, None, tuple(notes))
