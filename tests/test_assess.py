@@ -238,3 +238,13 @@ def test_assess_reads_neurosim_and_crosssim_inputs(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["assess", "soft-bounds", "--no-train", "--save-card", str(tmp_path / "x.toml")]) == 2
     assert "is a card already" in capsys.readouterr().err
+
+
+def test_csv_with_one_direction_only_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "up.csv"
+    path.write_text("pulse_number,polarity,conductance_us\n" + "".join(f"{i},1,{1 + 0.1 * i}\n" for i in range(10)))
+    with pytest.raises(ValueError, match="no down"):
+        assess_measurement(load_measurement(path))
+    assert main(["assess", str(path), "--no-train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "polarity" in err[0]
