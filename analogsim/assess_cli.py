@@ -18,7 +18,7 @@ description, a file with an ``A_LTP`` key (``device_models.neurosim``); or a ``.
 for a current column without a ``read_voltage_v`` column): its figures are model-free, and
 its training runs, only with ``--train``, use a card fitted with ``device_models.fit_model``
 (``--fit-model``, default ``piecewise-step``: 20 s for the 2,000 readings of the Gong 2018 file
-and minutes for 53 devices of 500 pulses on this project's CPU, hence opt-in);
+and 243 s for 53 devices of 500 pulses on this project's CPU, hence opt-in);
 ``--save-card`` fits the card without training. Bad input prints ``error: <one line>`` on stderr and
 returns 2; an existing ``--plot`` file is never overwritten without ``--force``.
 """
@@ -267,7 +267,7 @@ def run_assess(args: argparse.Namespace) -> int:
         if m is not None and not args.train and not args.no_train and not args.json:
             print(
                 "note: no training runs on a CSV without --train (they need a fitted card: the piecewise-step fit took "
-                "20 s for 2,000 readings and minutes for 26,500 on this project's CPU)",
+                "20 s for 2,000 readings and 243 s for 26,500 on this project's CPU)",
                 flush=True,
             )
         if m is not None and (args.save_card or train_it):
