@@ -295,7 +295,8 @@ def run_assess(args: argparse.Namespace) -> int:
     if training:
         print(f"training on digits ({epochs} epochs, MLP 64, lr 0.1, seed {seed}):")
         for r in training:
-            print(f"  {r['label']:<32} test accuracy {r['test_accuracy']:.3f}  ({r['seconds']:.0f} s)")
+            what = f"test accuracy {r['test_accuracy']:.3f}" if r["error"] is None else f"stopped: {r['error']}"
+            print(f"  {r['label']:<32} {what}  ({r['seconds']:.0f} s)")
         for text in sorted({w for r in training for w in r["warnings"]}):
             print(f"  note: {text}")
     print(f"recommendation: {advice['use']}")
@@ -314,5 +315,6 @@ def _json(a: Assessment, training, advice) -> dict:
         k: (("inf" if v > 0 else "-inf") if isinstance(v, float) and math.isinf(v) else clean(v))
         for k, v in a.figures.items()
     }
+    runs = None if training is None else [{**r, "test_accuracy": clean(r["test_accuracy"])} for r in training]
     return {"source": a.source, "kind": a.kind, "unit": a.unit, "figures": figures, "notes": list(a.notes),
-            "training": training, "recommendation": advice}  # fmt: skip
+            "training": runs, "recommendation": advice}  # fmt: skip

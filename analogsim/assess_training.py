@@ -24,9 +24,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from device_models.units import si
+
 from .assess import Assessment
 from .data import Dataset, load_dataset
-from .training import TrainConfig, train
+from .training import TrainConfig, TrainingError, train
 
 __all__ = ["VARIANTS", "diagnose_training", "recommend"]
 
@@ -65,7 +67,8 @@ def diagnose_training(
       One dict per variant: ``label``, ``algorithm``, ``reference``, ``flags`` (for
       ``analogsim train``), ``test_accuracy`` (last epoch), ``epoch_test_accuracy``,
       ``seconds`` (wall clock, compilation included), ``warnings`` (the distinct warnings of
-      the run, each once, without the layer's name).
+      the run, each once, without the layer's name), ``error`` (None, or why the run stopped:
+      its accuracy is then NaN).
 
     Raises:
       ConfigError: a setting that ``TrainConfig.validate`` refuses (e.g. a bad card).
@@ -78,9 +81,13 @@ def diagnose_training(
             epochs=epochs, hidden=tuple(hidden), lr=lr, seed=seed,
         )  # fmt: skip
         t0 = time.perf_counter()
+        error = None
         with warnings.catch_warnings(record=True) as caught:  # one line each in the report, not per layer
             warnings.simplefilter("always")
-            result = train(config, progress=False, dataset=data)
+            try:
+                result = train(config, progress=False, dataset=data)
+            except TrainingError as err:  # e.g. a non-finite loss: the variant failed, the others go on
+                result, error = {"test_accuracy": math.nan, "epoch_test_accuracy": []}, str(err)
         rows.append(
             {
                 "label": label,
@@ -91,6 +98,7 @@ def diagnose_training(
                 "epoch_test_accuracy": [float(a) for a in result["epoch_test_accuracy"]],
                 "seconds": time.perf_counter() - t0,
                 "warnings": sorted({str(w.message).split(": ", 1)[-1] for w in caught}),
+                "error": error,
             }
         )
     return rows
@@ -100,7 +108,7 @@ def _where(a: Assessment, g: float) -> str:
     w = a.weight(g)
     if a.kind == "card" and a.unit == "S":
         return f"w = {w:.2f}"
-    return f"w = {g:.2f}" if a.unit == "1" else f"G = {g:.4g} S"
+    return f"w = {g:.2f}" if a.unit == "1" else f"G = {si(g, 'S')}"
 
 
 def _metric_reasons(a: Assessment) -> tuple[list[str], str]:
@@ -142,9 +150,14 @@ def recommend(a: Assessment, training: list[dict[str, Any]] | None = None) -> di
         if not reasons:
             reasons.append("symmetric steps around mid-range and enough states: plain analog SGD should do")
         return {"use": flags, "reasons": reasons, "basis": "figures"}
-    best = max(training, key=lambda r: r["test_accuracy"])
+    finished = [r for r in training if not math.isnan(r["test_accuracy"])]
+    if not finished:
+        reasons.append("every training run failed: " + "; ".join(f"{r['label']}: {r['error']}" for r in training))
+        return {"use": flags, "reasons": reasons, "basis": "figures"}
+    best = max(finished, key=lambda r: r["test_accuracy"])
     sgd = next((r for r in training if r["algorithm"] == "sgd" and r["reference"] == "zero"), None)
     epochs = len(best["epoch_test_accuracy"])
+    reasons += [f"{r['label']} stopped: {r['error']}" for r in training if r.get("error")]
     reasons.append(f"{best['label']} reached the best test accuracy, {best['test_accuracy']:.3f}, in {epochs} epochs")
     if sgd is not None and sgd is not best and best["test_accuracy"] - sgd["test_accuracy"] > 0.05:
         reasons.append(f"plain SGD reached only {sgd['test_accuracy']:.3f}")

@@ -156,6 +156,9 @@ def test_recommendation_reads_the_symmetry_point():
     advice = recommend(a, training)
     assert advice["use"] == "--algorithm sgd --reference symmetry-point" and advice["basis"] == "training"
     assert any("plain SGD reached only 0.106" in r for r in advice["reasons"])
+    failed = {**training[1], "test_accuracy": math.nan, "epoch_test_accuracy": [], "error": "loss is NaN at step 3"}
+    advice = recommend(a, [training[0], failed])  # a failed run is reported, never recommended
+    assert advice["use"] == "--algorithm sgd" and any("stopped: loss is NaN" in r for r in advice["reasons"])
 
 
 def test_assess_cli_no_train_json_and_text(tmp_path, capsys):
