@@ -184,7 +184,7 @@ def _plot(a: Assessment, training: list[dict] | None, path: str) -> None:
             x = np.arange(s.size) / p_max
             fit = s[0] + (s[-1] - s[0]) * _shape(x, 0.0 if math.isinf(value) else p_max / value)
             axes[0].plot(np.arange(s.size), fit / factor, "k--", lw=1, label=f"NeuroSim fit, {name}")
-    axes[0].set(xlabel="pulses from the end of the range", ylabel=f"state ({unit})", title=a.source)
+    axes[0].set(xlabel="pulses from the end of the range", ylabel=f"state ({unit})", title=Path(a.source).name)
     axes[0].legend(loc="best", fontsize=8)
     t = a.table
     axes[1].plot(t.state / factor, t.up / factor, "C0", label="up step")
