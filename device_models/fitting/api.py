@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..measurements import Measurement
 from ..pulsed import AbstractPulsedModel
@@ -43,7 +44,14 @@ def _fit_one(m: Measurement, model_name: str, prep: _Prepared, fit_start: bool) 
     return best
 
 
-def fit_model(m: Measurement, model_name: str, *, fit_start: bool = True, device_spread: bool = True) -> FitResult:
+def fit_model(
+    m: Measurement,
+    model_name: str,
+    *,
+    fit_start: bool = True,
+    device_spread: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> FitResult:
     """Fit one model to a measurement (see ``device_models.fitting`` for the method and estimators).
 
     Args:
@@ -52,6 +60,8 @@ def fit_model(m: Measurement, model_name: str, *, fit_start: bool = True, device
       fit_start: fit each sweep's start state (True) or hold it at the sweep's first reading.
       device_spread: with several devices in ``m``, also fit each device alone and put the
         spread of its parameters into the card's ``*_dtod`` values.
+      progress: called with a short description after the pooled fit and after each
+        single-device fit (e.g. to advance a progress bar).
 
     Returns:
       The ``FitResult``.
@@ -63,36 +73,59 @@ def fit_model(m: Measurement, model_name: str, *, fit_start: bool = True, device
         raise ValueError(
             f"{m.source}: model {model_name!r} cannot be fitted; allowed: {', '.join(FITTABLE_MODELS)} or auto"
         )
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), _one_blas_thread():
         result = _fit_one(m, model_name, _prepare(m), fit_start)
+        tick = progress or (lambda _: None)
+        tick(model_name)
         if device_spread and len(m.devices()) >= 2:
-            result = _with_device_spread(m, result, fit_start)
+            result = _with_device_spread(m, result, fit_start, tick)
     return result
 
 
-def fit_auto(m: Measurement, candidates: Sequence[str] = AUTO_CANDIDATES, *, fit_start: bool = True) -> list[FitResult]:
+def _one_blas_thread():
+    """BLAS on one thread while fitting.
+
+    The least squares decompose a tall, narrow Jacobian (n readings x a few parameters) at every
+    iteration; a multi-threaded OpenBLAS spends far longer synchronising its threads than
+    computing there (scipy's SVD of 2000 x 10: 58 ms on 2 threads of a loaded 2-core machine,
+    0.2 ms on one; experiments/benchmarks/fit_auto.py times a whole fit).
+    """
+    return threadpool_limits(1, user_api="blas")
+
+
+def fit_auto(
+    m: Measurement,
+    candidates: Sequence[str] = AUTO_CANDIDATES,
+    *,
+    fit_start: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[FitResult]:
     """Fit every candidate model and return the results ranked by AIC (best first).
 
     ``piecewise-step`` among the candidates is the step table fitted directly from the data.
     The device-to-device spread (several devices) is computed for the best model only.
+    ``progress``, if given, is called with a short description after each candidate (and
+    each single-device fit) is done, e.g. to advance a progress bar.
     """
     if not candidates:
         raise ValueError(f"{m.source}: no candidate models to fit; allowed: {', '.join(FITTABLE_MODELS)}")
     for name in candidates:
         if name not in FITTABLE_MODELS:
             raise ValueError(f"{m.source}: model {name!r} cannot be fitted; allowed: {', '.join(FITTABLE_MODELS)}")
-    with jax.enable_x64(True):
+    tick = progress or (lambda _: None)
+    with jax.enable_x64(True), _one_blas_thread():
         prep = _prepare(m)
         results = []
         for name in dict.fromkeys(candidates):
             results.append(_fit_one(m, name, prep, fit_start))
+            tick(name)
         results.sort(key=lambda r: r.aic)
         if len(m.devices()) >= 2:
-            results[0] = _with_device_spread(m, results[0], fit_start)
+            results[0] = _with_device_spread(m, results[0], fit_start, tick)
     return results
 
 
-def _per_device(m: Measurement, pooled: FitResult, fit_start: bool) -> tuple[dict, dict, list[str]]:
+def _per_device(m: Measurement, pooled: FitResult, fit_start: bool, tick) -> tuple[dict, dict, list[str]]:
     """(values per device, whether every device fitted each one, skipped devices) of single-device fits.
 
     Conductance data are mapped to the pooled fit's weight units.
@@ -107,6 +140,8 @@ def _per_device(m: Measurement, pooled: FitResult, fit_start: bool) -> tuple[dic
         except ValueError as err:
             skipped.append(f"device {label}: {err}")
             continue
+        finally:
+            tick(f"device {label}")
         dw = r.parameters["dw_min"].value
         if m.unit == "S":
             gmin_p, gmax_p = pooled.physical["g_min"].value, pooled.physical["g_max"].value
@@ -154,14 +189,15 @@ def _dtod_entries(
             )
         else:
             entries[key] = dataclasses.replace(
-                params[key], reason=f"{base} is not determined in every single-device fit; aihwkit default"
+                params[key],
+                reason=f"{base} is not determined in every single-device fit; set to 0 (no spread), give it by hand",
             )
     return dtod, entries
 
 
-def _with_device_spread(m: Measurement, pooled: FitResult, fit_start: bool) -> FitResult:
+def _with_device_spread(m: Measurement, pooled: FitResult, fit_start: bool, tick) -> FitResult:
     """Fit each device alone and put the spread of its parameters into the card's dtod values."""
-    per, fitted_ok, skipped = _per_device(m, pooled, fit_start)
+    per, fitted_ok, skipped = _per_device(m, pooled, fit_start, tick)
     n_dev = len(per["dw_min"])
     spread: dict[str, Any] = {"devices": n_dev, "per_device": per, "skipped": skipped}
     params = dict(pooled.parameters)

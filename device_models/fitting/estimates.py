@@ -19,14 +19,16 @@ from ..measurements import Measurement
 from ..protonic import BOLTZMANN_OVER_CHARGE_V_PER_K
 from ..pulsed import AbstractPulsedModel, PulsedParams
 from ..registry import MODELS
+from .checks import fit_warnings
 from .data import _Prepared
 from .models import _PROTONIC_TEMPERATURE_K, _PROTONIC_THICKNESS_M, _SPECIFIC, _Spec
 from .noise import _Noise, _noise_estimates
 from .objective import FitProblem
 from .report import FitResult, ParameterEstimate
 
-# aihwkit PulsedDevice defaults for what one measurement cannot determine (DESIGN.md)
-_DTOD_DEFAULTS = {"dw_min_dtod": 0.3, "up_down_dtod": 0.01, "w_max_dtod": 0.3, "w_min_dtod": 0.3}
+# one device determines no device-to-device spread: the card describes that device alone (spread 0,
+# marked assumed); the aihwkit defaults (0.3, 0.01, 0.3, 0.3) would invent a population
+_DTOD_DEFAULTS = {"dw_min_dtod": 0.0, "up_down_dtod": 0.0, "w_max_dtod": 0.0, "w_min_dtod": 0.0}
 _DEFAULT_C2C = 0.3
 
 
@@ -81,6 +83,7 @@ def _result(
     warnings: list[str] = []
     if free[n_model:].sum() and st.n - st.k < 5:
         warnings.append(f"only {st.n - st.k} degrees of freedom left: standard errors are unreliable")
+    warnings += fit_warnings(problem, theta, free, st.stderr, st.resid_u, noise)
     params, physical, model_extra, derived = _card_entries(m, problem, theta, free, frozen, st, noise)
     model = _card_model(spec, params, model_extra)
     return FitResult(
@@ -101,13 +104,20 @@ def _result(
         dw_min_std_lag1=noise.c2c_lag1,
         read_noise_std=math.sqrt(noise.read_var) * scale if math.isfinite(noise.read_var) else math.nan,
         labels=prep.labels,
-        start_states=prep.center + scale * theta[n_model:],
+        start_states=prep.center + scale * _start_u(spec, theta),
         observed=m.state.copy(),
         predicted=prep.center + scale * st.pred_u,
         segment_of_row=prep.segment_of_row,
         warnings=tuple(warnings),
         derived=derived or None,
     )
+
+
+def _start_u(spec: _Spec, theta: np.ndarray) -> np.ndarray:
+    """The start states the replay used (u units): the fitted ones held inside the fitted range."""
+    lo_name, hi_name = ("g_min", "g_max") if spec.conductance else ("w_min", "w_max")
+    lo, hi = theta[spec.names.index(lo_name)], theta[spec.names.index(hi_name)]
+    return np.clip(theta[len(spec.names) :], lo, hi)
 
 
 def _entry(value, err, reason_if_assumed: str) -> ParameterEstimate:
@@ -241,7 +251,7 @@ def _conductance_range(
             g_si,
             None if err is None else err * prep.scale,
             "fitted" if err is not None else "assumed",
-            "uS",
+            "S",
             ("weight w_max/w_min <-> g_max/g_min, linear" if err is not None else reason),
         )
     return {"g_min": physical["g_min"], "g_max": physical["g_max"]}
@@ -362,8 +372,11 @@ def _protonic_field_entries(
 
 
 def _dtod_reason() -> str:
-    """Why a device-to-device spread is the aihwkit default."""
-    return "one device measured, so the device-to-device spread is not determined; aihwkit PulsedDevice default"
+    """Why a device-to-device spread is 0."""
+    return (
+        "one device measured, so the device-to-device spread is not determined; set to 0 (this device alone): "
+        "give the spread of your device population by hand"
+    )
 
 
 def _measured_physical(m: Measurement) -> dict[str, ParameterEstimate]:

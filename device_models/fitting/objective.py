@@ -13,6 +13,7 @@ import functools
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..measurements import Measurement
@@ -25,9 +26,20 @@ def _predict(spec: _Spec, theta: jax.Array, data: _Data) -> jax.Array:
     """The noise-free replay at every reading, internal units."""
     model = _build_model(spec, theta)
     to_w, to_u = _maps(spec, theta)
-    u0 = theta[len(spec.names) :]
-    states = _replay(model, to_w(u0), data.pulses, data.voltage, data.width)
+    w0 = _start_weights(spec, theta, model)
+    states = _replay(model, w0, data.pulses, data.voltage, data.width)
     return to_u(states[data.obs_t, data.obs_s])
+
+
+def _start_weights(spec: _Spec, theta: jax.Array, model) -> jax.Array:
+    """Each sweep's start state in weight units, held inside the model's range [w_min, w_max].
+
+    A device cannot start outside its own range (nor below 0 S), so a start the least squares
+    pushes beyond a bound is read as the bound itself.
+    """
+    to_w, _ = _maps(spec, theta)
+    w0 = to_w(theta[len(spec.names) :])
+    return jnp.clip(w0, model.pulsed.w_min, model.pulsed.w_max)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -221,8 +233,9 @@ def make_problem(
         v0_starts = (v0_default,) if "v0_v" in frozen else tuple(f * max(ref[:2]) for f in (0.1, 0.3, 1.0))
     spec = _Spec(model_name, tuple(names), g.cond, n_up, n_down, ref)
     n_seg = len(prep.labels)
-    lower_v = np.concatenate([lower, np.full(n_seg, -np.inf)])
-    upper_v = np.concatenate([upper, np.full(n_seg, np.inf)])
+    # start states: never below 0 S; inside the widest box the bounds may take
+    lower_v = np.concatenate([lower, np.full(n_seg, g.zero_u if g.cond else g.u_lo - 100 * g.r)])
+    upper_v = np.concatenate([upper, np.full(n_seg, g.u_hi + 100 * g.r)])
     starts = _starts(m, prep, spec, g, (lower, upper), frozen, v0_starts)
     return FitProblem(spec, prep, lower_v, upper_v, starts, frozen)
 

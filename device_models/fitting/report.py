@@ -78,7 +78,19 @@ class FitResult:
             "k": self.k,
             "parameters": {k: est(v) for k, v in self.parameters.items()},
             "physical": {k: est(v) for k, v in self.physical.items()},
+            # conductance range in siemens under names that say so (physical.g_min/g_max: same values)
+            **{
+                f"{k}_s": self.physical[k].value
+                for k in ("g_min", "g_max")
+                if k in self.physical and self.physical[k].unit == "S"
+            },
+            **{
+                f"{k}_stderr_s": self.physical[k].stderr
+                for k in ("g_min", "g_max")
+                if k in self.physical and self.physical[k].unit == "S"
+            },
             "residual_std": self.residual_std,
+            "residual_std_unit": "S" if self.unit == "S" else "1",
             "dw_min_std": self.dw_min_std,
             "dw_min_std_all_scatter": self.dw_min_std_all_scatter,
             "dw_min_std_lag1": self.dw_min_std_lag1,
@@ -111,17 +123,20 @@ class FitResult:
         return card_toml(doc, comment=comment)
 
     def _card_entry(self, p: ParameterEstimate, *, physical: bool) -> dict[str, Any]:
-        """One card table: value (uS for physical conductances), unit, provenance, source, note."""
-        micro = physical and p.unit == "uS"
+        """One card table: value (conductances in mS, uS or nS, as suits the value), unit, provenance, source, note."""
+        factor, unit = 1.0, p.unit
+        if physical and p.unit == "S":
+            factor, unit = _card_conductance_unit(float(p.value))
+        micro = factor != 1.0
         entry: dict[str, Any] = {
-            "value": _card_number(_scaled(p.value, 1e6) if micro else p.value),
-            "unit": p.unit,
+            "value": _card_number(_scaled(p.value, factor) if micro else p.value),
+            "unit": unit,
             "provenance": p.provenance,
             "source": self._source_text(p),
         }
         note = p.reason
         if p.stderr is not None:
-            se = _scaled(p.stderr, 1e6) if micro else p.stderr
+            se = _scaled(p.stderr, factor) if micro else p.stderr
             note = (f"standard error {_fmt(se)}" + (f"; {note}" if note else "")).strip()
         if note:
             entry["note"] = note
@@ -138,6 +153,14 @@ class FitResult:
         if p.provenance == "measured":
             return f"{self.source} (column of the measurement)"
         return f"assumed when fitting {self.source}: {p.reason}"
+
+
+def _card_conductance_unit(value_s: float) -> tuple[float, str]:
+    """(factor from siemens, card unit) of a conductance: mS, uS or nS (the card's units), 1 to 999 if possible."""
+    for factor, unit in ((1e3, "mS"), (1e6, "uS"), (1e9, "nS")):
+        if abs(value_s) * factor >= 1.0:
+            return factor, unit
+    return 1e9, "nS"
 
 
 def _scaled(v, factor):
