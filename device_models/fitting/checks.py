@@ -60,21 +60,29 @@ def fit_warnings(
 
 
 def _at_bounds(problem: FitProblem, theta: np.ndarray, free: np.ndarray) -> list[str]:
-    """Free model parameters at (within ``_AT_BOUND`` of) a bound of their box."""
-    out = []
+    """Free model parameters at (within ``_AT_BOUND`` of) a bound of their box; a step table in one line."""
+    out, tables = [], {}
     for i, name in enumerate(problem.spec.names):
         lo, hi = problem.lower[i], problem.upper[i]
         if not free[i] or not math.isfinite(hi - lo) or name in _BOUND_NAMES:
             continue
-        # a fraction of the box, or of the bound's own size where the box is much wider (dw_min: 1e-12 .. 10)
-        tol = _AT_BOUND * min(hi - lo, max(abs(lo), abs(hi), 1.0)) if name != "dw_min" else 10.0 * lo
         for side, b in (("lower", lo), ("upper", hi)):
-            if abs(theta[i] - b) <= tol:
-                out.append(
-                    f"{name} = {theta[i]:.4g} is at its {side} bound {b:.4g} (within {_AT_BOUND:.0e} of the box): "
-                    "the best fit lies outside the model's range, so value and standard error mean little; "
-                    "try another model"
-                )
+            # a fraction of the box, or of the bound's own size (at least 1) where the box is much wider
+            tol = _AT_BOUND * min(hi - lo, max(abs(b), 1.0)) if name != "dw_min" else 10.0 * lo
+            if abs(theta[i] - b) > tol:
+                continue
+            if name.startswith("piecewise_"):
+                tables.setdefault((name.split("[")[0], side, b), []).append(name[name.index("[") :])
+                continue
+            out.append(
+                f"{name} = {theta[i]:.4g} is at its {side} bound {b:.4g} (within {tol:.2g}): the best fit lies "
+                "outside the model's range, so value and standard error mean little; try another model"
+            )
+    for (table, side, b), nodes in tables.items():
+        out.append(
+            f"{table} nodes {', '.join(nodes)} are at their {side} bound {b:g}: no step there (too few readings "
+            "in that state range, or a step the other way); try fewer nodes or another model"
+        )
     return out
 
 

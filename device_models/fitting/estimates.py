@@ -110,6 +110,8 @@ def _result(
         segment_of_row=prep.segment_of_row,
         warnings=tuple(warnings),
         derived=derived or None,
+        positions=prep.positions.copy(),
+        polarity=np.asarray(m.polarity).copy(),
     )
 
 

@@ -57,6 +57,8 @@ class FitResult:
     warnings: tuple[str, ...] = ()
     dw_min_std_lag1: float = math.nan  # moment estimate: residual steps minus the lag-1 read noise
     derived: dict[str, Any] | None = None  # protonic: fitted V0 (volts) and a/d, the reference pulse
+    positions: np.ndarray | None = None  # (n,) pulses since its sweep's first reading, per reading
+    polarity: np.ndarray | None = None  # (n,) polarity of the pulse before each reading
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dictionary of the fit."""
