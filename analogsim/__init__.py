@@ -16,9 +16,10 @@ from .attention import AnalogMultiHeadAttention, AnalogTransformerBlock
 from .conv import AnalogConv, SmallCNN
 from .convert import convert
 from .data import DataError, Dataset, load_dataset
-from .inference import evaluate_after
+from .inference import evaluate_after, evaluate_model_after
 from .layers import AbstractAnalogLayer, AnalogLinear, AnalogWeight, DeviceDraws, DeviceModel, analog_layers
 from .models import MLP
+from .modifiers import WeightModifier
 from .parallel import (
     data_mesh,
     device_variants,
@@ -60,6 +61,7 @@ __all__ = [
     "TikiTaka",
     "endurance_report",
     "evaluate_after",
+    "evaluate_model_after",
     "data_mesh",
     "device_variants",
     "evaluate_sweep",
@@ -105,4 +107,5 @@ __all__ = [
     "pulsed_update",
     "quantize",
     "train",
+    "WeightModifier",
 ]

@@ -9,7 +9,9 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
+from pathlib import Path
 
 from device_models import BUILTIN_CARDS, CardError, load_card
 from device_models.card_physical import physical_summary
@@ -155,6 +157,13 @@ def _add_train_parser(sub) -> None:
         help="training steps per compiled call (speed only; default: the largest divisor of an epoch's steps up to 25, "
         "or 1 for a model with digital convolutions on the CPU)",
     )
+    t.add_argument(
+        "--weight-modifier",
+        default=d.weight_modifier,
+        metavar="KIND:NUMBER",
+        help="hardware-aware training: perturb the forward read of each training step, e.g. add_normal:0.05, "
+        "mult_normal:0.05, discretize:0.02, discretize_add_normal:0.02:0.05, drop_connect:0.1, poly:1.0",
+    )
     t.add_argument("--energy-report", default=None, metavar="FILE.json", help="write the energy ledger here")
     t.add_argument("--force", action="store_true", help="overwrite an existing --energy-report file")
     t.add_argument(
@@ -185,7 +194,15 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="accuracy of a checkpointed network after retention times")
     v.add_argument("--checkpoint", required=True, metavar="DIR", help="directory written by train --checkpoint-dir")
     v.add_argument("--after", default="0,1h,1d,1y", help="waits after programming, e.g. 0,1h,1d,1y")
-    v.add_argument("--drift-compensation", action="store_true", help="global drift compensation of each layer")
+    v.add_argument("--drift-compensation", action="store_true", help="the old flag: --compensation global")
+    v.add_argument(
+        "--compensation",
+        default=None,
+        help="drift compensation from reference reads: none (default), global, column or affine",
+    )
+    v.add_argument("--noise-model", default="card", help="card (the card's retention, default) or pcm (PCM-like)")
+    v.add_argument("--draws", default="1", help="programmings of the network (mean and std over them), default 1")
+    v.add_argument("--plot", default=None, metavar="F.png", help="plot accuracy against time (mean +- std)")
     v.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     add_energy_parser(sub)
     add_assess_parser(sub)
@@ -193,14 +210,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _evaluate(args) -> None:
-    from .inference import evaluate_after, parse_durations
+    from .inference import evaluate_after, parse_durations, plot_accuracy_vs_time
 
     times = parse_durations(args.after)
-    rows = evaluate_after(args.checkpoint, times, drift_compensation=args.drift_compensation)
+    if not re.fullmatch(r"[1-9]\d*", args.draws.strip()):
+        raise ConfigError(f"--draws: value {args.draws!r} is not allowed; must be an integer >= 1")
+    draws = int(args.draws)
+    comp = args.compensation or ("global" if args.drift_compensation else "none")
+    if args.drift_compensation and comp != "global":
+        raise ConfigError(f"--drift-compensation: not allowed with --compensation {comp} (it means global)")
+    rows = evaluate_after(args.checkpoint, times, noise_model=args.noise_model, compensation=comp, draws=draws)
     for row, text in zip(rows, args.after.split(","), strict=True):
-        print(f"after {text.strip():>6}: test accuracy {row['test_accuracy']:.4f}")
+        spread = f" +- {row['test_accuracy_std']:.4f} over {draws} draws" if draws > 1 else ""
+        print(f"after {text.strip():>6}: test accuracy {row['test_accuracy']:.4f}{spread}")
+    if args.plot:
+        title = f"{Path(args.checkpoint).name}: {args.noise_model}, compensation {comp}"
+        plot_accuracy_vs_time({comp: rows}, args.plot, title=title)
+        print(f"plot written to {args.plot}")
     if args.json:
-        print(json.dumps({"drift_compensation": args.drift_compensation, "results": rows}))
+        out = {"drift_compensation": comp == "global", "compensation": comp, "noise_model": args.noise_model}
+        print(json.dumps(out | {"draws": draws, "results": rows}))
 
 
 def _devices() -> None:

@@ -57,6 +57,7 @@ from device_models import (
 )
 
 from .algorithms import SGD, AbstractUpdateRule
+from .modifiers import WeightModifier, modified_matmul, modify_weights
 from .periphery import IOParameters
 from .pulsed_update import UpdateParameters, resolve_update
 from .tile import analog_matmul
@@ -204,9 +205,12 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         algorithm: AbstractUpdateRule = SGD(),
         reference: str = "zero",
         weight_scale: str | float | None = None,
+        modifier: WeightModifier | None = None,
         rngs: nnx.Rngs,
     ):
         name = type(self).__name__
+        if modifier is not None and not isinstance(modifier, WeightModifier):
+            raise TypeError(f"{name}.modifier: expected a WeightModifier or None, got {type(modifier).__name__}")
         for arg, size in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
                 raise ValueError(f"{name}.{arg}: value {size!r} is not allowed; must be an integer >= 1")
@@ -258,6 +262,8 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         )
         self.rngs = nnx.Rngs(read=k_read)
         self.out_scale = OutputScale(jnp.asarray(scale, jnp.float32))
+        # static: the training-time weight modifier of the forward read (analogsim.modifiers), or None
+        self.modifier = modifier
         self.write_noise = WriteNoise(noise)
         wear_shape = (out_features, in_features) if self.endurance else ()
         self.wear = Wear(jnp.zeros(wear_shape, jnp.int32))
@@ -331,14 +337,22 @@ class AbstractAnalogLayer(nnx.Module, abc.ABC):
         if self.reference_kind != "zero":
             w = w - self.reference.get_value()
         w = self.algorithm.read_weight(w, self.rule_state.get_value())
-        y, reads = analog_matmul(w, x2, key, self.forward_io, self.backward_io)
-        # a NaN input gives a NaN output (the periphery's clipping would hide it)
-        y = jnp.where(jnp.isnan(x2).any(axis=-1, keepdims=True), jnp.nan, y)
-        y = y * self.out_scale.get_value()
         # Under nnx.capture(..., Recorded, ErrorProbe) (a training pass) the module holds the
         # capture's collections in ``__captures__``, where sow and perturb find them too; the
         # number of calls recorded so far names this call's probe.
         recorded = next((v for v in getattr(self, "__captures__", ()) if type(v) is Recorded), None)
+        modifier = getattr(self, "modifier", None)
+        if recorded is not None and modifier is not None and modifier.active:  # training: forward read only
+            w_read = modify_weights(modifier, w, key=jax.random.fold_in(key, 7))
+            y, reads = modified_matmul(w, w_read, x2, key, self.forward_io, self.backward_io)
+        else:
+            y, reads = analog_matmul(w, x2, key, self.forward_io, self.backward_io)
+        # a NaN input gives a NaN output (the periphery's clipping would hide it)
+        y = jnp.where(jnp.isnan(x2).any(axis=-1, keepdims=True), jnp.nan, y)
+        offset = getattr(self, "out_offset", None)  # set by drift compensation (analogsim.compensation) only
+        if offset is not None:
+            y = y - jnp.sum(x2, axis=-1, keepdims=True) * offset.get_value()
+        y = y * self.out_scale.get_value()
         if recorded is not None:
             k = len(recorded["inputs"]) if "inputs" in recorded else 0
             y = self.perturb(f"error_probe_{k}", y, variable_type=ErrorProbe)
@@ -417,6 +431,8 @@ class AnalogLinear(AbstractAnalogLayer):
       weight_scale: ``None`` (aihwkit's: weights stored as they are; warns when they span less
         than 5% of the device range), ``"auto"`` (the largest initial weight at 90% of the
         nominal bound) or a float :math:`s > 0`.
+      modifier: a ``WeightModifier`` (``analogsim.modifiers``) that perturbs the weights of the
+        forward read inside a training step only (hardware-aware training), or ``None``.
       rngs: ``params`` draws the weights and device-to-device variation; ``read`` seeds this
         layer's read-noise stream (a training step reseeds it from its own key).
 

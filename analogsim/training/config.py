@@ -18,8 +18,9 @@ from ..algorithms import make_rule
 from ..augment import AUGMENTATIONS, make_augment
 from ..checkpoint import CHECKPOINT_FILE
 from ..data import Dataset
-from ..layers import REFERENCES
+from ..layers import REFERENCES, analog_layers
 from ..models import ACTIVATIONS, ANALOG_LAYERS, DEEP_MODELS, MLP, deep_model
+from ..modifiers import parse_modifier
 from ..pulsed_update import UPDATE_MODES, UpdateParameters
 
 __all__ = [
@@ -75,6 +76,8 @@ class TrainConfig:
     eval_batch_size: int = 500
     # training steps per compiled call (speed only; see train()); None: auto_steps_per_call
     steps_per_call: int | None = None
+    # hardware-aware training: KIND:NUMBER (analogsim.modifiers.parse_modifier), "" for none
+    weight_modifier: str = ""
 
     def __post_init__(self):
         if self.activation is None:  # the model's own, so that a saved config names it
@@ -133,6 +136,10 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')}: value {value!r} is not allowed; must be an integer >= 1"
                 )
+        try:
+            parse_modifier(self.weight_modifier)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"--lr: value {self.lr!r} is not allowed; must be a finite number > 0")
         if any((not isinstance(h, int)) or h < 1 for h in self.hidden):
@@ -231,6 +238,17 @@ def _image_shape(config: TrainConfig, dataset: Dataset) -> tuple[int, int, int]:
 
 
 def build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
+    """The model of ``config`` for ``dataset`` (``_build_model``), with ``--weight-modifier``
+    set on every analog layer (a layer's forward read in a training step sees it)."""
+    model, card = _build_model(config, dataset)
+    modifier = parse_modifier(config.weight_modifier)
+    if modifier is not None:
+        for _, layer in analog_layers(model):
+            layer.modifier = modifier
+    return model, card
+
+
+def _build_model(config: TrainConfig, dataset: Dataset) -> tuple[nnx.Module, DeviceCard | None]:
     """The model of ``config`` for ``dataset`` (digital for ``--algorithm digital``):
     ``mlp`` (``MLP`` of ``--hidden`` widths), ``cnn`` (``SmallCNN``), ``resnet20``,
     ``resnet32``, ``resnet56`` (``analogsim.models.ResNet``), ``vgg8``
