@@ -112,13 +112,11 @@ def parse_modifier(text: str) -> WeightModifier | None:
             f"--weight-modifier: value {text!r} is not allowed; {kind} takes "
             f"{'RES:STD' if kind == 'discretize_add_normal' else 'one number'}"
         )
-    if kind == "discretize":
-        return WeightModifier(kind, res=vals[0])
-    if kind == "discretize_add_normal":
-        return WeightModifier(kind, res=vals[0], std_dev=vals[1])
-    if kind == "drop_connect":
-        return WeightModifier(kind, pdrop=vals[0])
-    return WeightModifier(kind, std_dev=vals[0])
+    fields = {"discretize": ("res",), "discretize_add_normal": ("res", "std_dev"), "drop_connect": ("pdrop",)}
+    try:
+        return WeightModifier(kind, **dict(zip(fields.get(kind, ("std_dev",)), vals, strict=True)))
+    except ValueError as e:  # name the flag the user wrote
+        raise ValueError(f"--weight-modifier: value {text!r} is not allowed ({e})") from None
 
 
 def _discretize(w: jax.Array, omega: jax.Array, res: float) -> jax.Array:
