@@ -235,3 +235,17 @@ def test_sequences(tmp_path):
         assert len(row["test_accuracy"]) == 1 and _is_accuracy(row["test_accuracy"][0])
         assert row["s_per_epoch"] > 0
     assert r["config"]["recall"]["chance"] == 0.1
+
+
+def test_deployment(tmp_path):
+    r = _run("deployment", tmp_path / "dep")
+    pcm, ret = r["pcm"], r["retention"]
+    assert [n["network"] for n in pcm["networks"]] == ["standard", "hardware-aware"]
+    assert pcm["networks"][1]["weight_modifier"] == "add_normal:0.1" and pcm["draws"] == 2
+    for n in pcm["networks"]:
+        assert len(n["test_accuracy"]) == len(pcm["times_s"]) == 4
+        assert all(len(a) == 2 and all(map(_is_accuracy, a)) for a in n["accuracies"])
+    assert [row["compensation"] for row in ret["rows"]] == ["none", "global", "affine"]
+    # 1 s after programming, every compensation reads the network as trained (within read noise)
+    first = [row["test_accuracy"][0] for row in ret["rows"]]
+    assert max(first) - min(first) < 0.05
