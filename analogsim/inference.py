@@ -125,7 +125,8 @@ def evaluate_model_after(
 
     Args:
       model: the trained nnx model with analog layers (not changed).
-      x_test, y_test: test inputs and integer labels.
+      x_test: test inputs.
+      y_test: their integer labels.
       times_s: waits after programming (s).
       noise_model: ``card`` (each layer's card retention and read noise, or ``retention``) or
         ``pcm`` (``analogsim.inference_noise``).
@@ -190,7 +191,10 @@ def evaluate_after(
       drift_compensation: the old flag: ``compensation="global"``.
       dataset: evaluate on this dataset instead of the run's.
       retention: override the card's retention and read noise (``noise_model="card"``).
-      noise_model, compensation, draws, key: as ``evaluate_model_after``.
+      noise_model: ``card`` or ``pcm`` (as ``evaluate_model_after``).
+      compensation: ``none``, ``global``, ``column`` or ``affine`` (default: from ``drift_compensation``).
+      draws: programmings of the network; mean and std over them.
+      key: PRNG key of the draws (default ``jax.random.key(0)``).
 
     Returns:
       One dict per time: ``t_s``, ``test_accuracy`` (mean over draws), ``test_accuracy_std``, ``accuracies``.

@@ -75,7 +75,10 @@ class TransformerClassifier(nnx.Module):
     Args:
       vocab: number of token ids (the input holds ids as floats).
       seq_len: tokens per sequence.
-      d_model, num_heads, d_ff, depth: the blocks' widths, heads and number.
+      d_model: width of the token vectors.
+      num_heads: attention heads per block.
+      d_ff: hidden width of each block's MLP.
+      depth: number of blocks.
       classes: outputs.
       device: card of every array; ``None``: the digital twin (``nnx.Linear`` matrices).
       rngs: random streams.
