@@ -87,6 +87,8 @@ def run_fit(args: argparse.Namespace) -> int:
         if len(set(outs)) < len(outs):
             raise ValueError("--out, --plot and --curve-out name the same file; give different files")
         measurement = load_measurement(args.data)
+        if measurement.note():  # extra instrument columns: named, not silently dropped
+            print(f"note: {measurement.note()}", file=sys.stderr)
         ranking = _fit(measurement, model, not getattr(args, "no_progress", False) and sys.stderr.isatty())
         best = ranking[0]
         card_text = best.to_card_toml(_card_name(args.out, args.data))
