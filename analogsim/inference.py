@@ -108,6 +108,11 @@ def _age_layer(layer, prog, t, retention, noise_model, compensation, key) -> Non
             layer.out_offset = OutputOffset(offset)
 
 
+def _time_key(key: jax.Array, t_s: float) -> jax.Array:
+    """``key`` folded with the bits of ``t_s`` (as float32): the same wait draws the same noise."""
+    return jax.random.fold_in(key, int(np.float32(t_s).view(np.uint32)))
+
+
 def evaluate_model_after(
     model: nnx.Module,
     x_test: np.ndarray,
@@ -152,12 +157,13 @@ def evaluate_model_after(
         for j, t in enumerate(times_s):
             # a copy: each time starts from the programmed weights
             m = nnx.merge(graphdef, state.params, state.analog, state.rest, copy=True)
+            k_time = _time_key(k_d, t)  # from the time itself: a time's result does not depend on the others asked
             for i, (_, layer) in enumerate(analog_layers(m)):
-                k_t = jax.random.fold_in(jax.random.fold_in(k_d, 1 + j), i)
+                k_t = jax.random.fold_in(jax.random.fold_in(k_time, 1), i)
                 _age_layer(layer, prog[i], t, retention, noise_model, compensation, k_t)
             g2, params, analog, rest = split_state(m)
             st = state._replace(params=params, analog=analog, rest=rest)
-            k_eval = jax.random.fold_in(jax.random.fold_in(k_d, 10_000), j)
+            k_eval = jax.random.fold_in(k_time, 2)
             accs[d, j], _, _ = evaluate(g2, st, x_test, y_test, eval_batch_size, key=k_eval)
     return [
         {
