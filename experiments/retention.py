@@ -6,7 +6,8 @@ then evaluate the checkpoint after t = 0, 1 min, 1 h, 1 d, 1 w and 1 y
 ``[retention]`` model (``device_models.retention``: relaxation toward a rest state with time
 constant ``tau``, and/or power-law drift :math:`w(t_0)(t/t_0)^{-\\nu}`), every read sees the
 card's read noise, with and without *global drift compensation* (each layer's output rescaled
-by :math:`\\sum|W(0)| / \\sum|W(t)|`, one calibration read after the wait).
+by :math:`\\sum|Y(0)| / \\sum|Y(t)|`, the outputs of 32 reference inputs read right after
+programming and again after the wait; ``analogsim.compensation``).
 
 Cards: the built-in cards with a ``[retention]`` section, ``wo3-psg-onen2022`` (tau 1e6 s,
 relaxing toward the proton-depleted lower bound) and ``wo3-protonic-yao2020`` (tau 1e5 s), both
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> dict:
         "config": config_record(epochs, hidden, lr, TrainConfig().update_mode, seeds=list(seeds)),
         "times_s": times,
         "time_labels": [label for _, label in TIMES],
-        "drift_compensation": "global: each layer's output x sum|W(0)| / sum|W(t)| (analogsim.inference.evaluate_after)",
+        "drift_compensation": "global: each layer's output x sum|Y(0)| / sum|Y(t)| over reference reads (analogsim.compensation)",
         "paper": {
             "source": "the cards' [retention] sections",
             "reported": "no measured retention enters: tau of wo3-psg-onen2022 (1e6 s) and wo3-protonic-yao2020 (1e5 s) "
