@@ -207,9 +207,9 @@ def test_cli_evaluate_with_draws_compensation_and_plot(tiny, tmp_path, capsys):
         (["--noise-model", "rram"], "--noise-model"),
     ],
 )
-def test_cli_evaluate_bad_input_is_one_line(tiny, capsys, extra, field):
-    d, _ = tiny
-    assert main(["evaluate", "--checkpoint", str(d), "--after", "1s", *extra]) == 2
+def test_cli_evaluate_bad_input_is_one_line(tmp_path, capsys, extra, field):
+    # the options are checked before the checkpoint is read: an empty folder does
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--after", "1s", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err
 
