@@ -104,8 +104,13 @@ def program_pcm(w: jax.Array, *, key: jax.Array, g_max_us: float = PCM_G_MAX_US)
     return PCMState(g_p, g_m, nu_p, nu_m, gt_p, gt_m, omega)
 
 
+def _drift(g, nu, t_s):
+    """Conductance drift of programmed ``g`` with exponents ``nu`` after ``t_s`` seconds."""
+    return g * ((t_s + PCM_T0_S) / PCM_T0_S) ** (-nu)
+
+
 def _drift_read(g, nu, t_s, key, g_max_us):
-    gd = g * ((t_s + PCM_T0_S) / PCM_T0_S) ** (-nu)
+    gd = _drift(g, nu, t_s)
     noisy = gd + jnp.abs(gd) * pcm_read_noise_rel(g, t_s, g_max_us) * jax.random.normal(key, g.shape, g.dtype)
     return jnp.maximum(noisy, 0.0)
 
@@ -116,8 +121,7 @@ def pcm_weights_at(state: PCMState, t_s: float, *, key: jax.Array | None, g_max_
     if t_s < 0:
         raise ValueError(f"pcm_weights_at.t_s: value {t_s!r} is not allowed; must be >= 0")
     if key is None:
-        d = ((t_s + PCM_T0_S) / PCM_T0_S) ** (-state.nu_plus), ((t_s + PCM_T0_S) / PCM_T0_S) ** (-state.nu_minus)
-        g_p, g_m = state.g_plus * d[0], state.g_minus * d[1]
+        g_p, g_m = _drift(state.g_plus, state.nu_plus, t_s), _drift(state.g_minus, state.nu_minus, t_s)
     else:
         k_p, k_m = jax.random.split(key)
         g_p = _drift_read(state.g_plus, state.nu_plus, t_s, k_p, g_max_us)

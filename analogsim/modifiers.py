@@ -86,6 +86,9 @@ class WeightModifier:
         return self.std_dev > 0 or self.pdrop > 0
 
 
+_FLAG_FIELDS = {"discretize": ("res",), "discretize_add_normal": ("res", "std_dev"), "drop_connect": ("pdrop",)}
+
+
 def parse_modifier(text: str) -> WeightModifier | None:
     """``"add_normal:0.05"`` -> ``WeightModifier("add_normal", std_dev=0.05)``; ``""``/``"none"`` -> None.
 
@@ -107,14 +110,14 @@ def parse_modifier(text: str) -> WeightModifier | None:
         raise ValueError(
             f"--weight-modifier: kind {kind!r} is not allowed; allowed: {', '.join(MODIFIER_KINDS)} (or none)"
         )
-    if len(vals) != (2 if kind == "discretize_add_normal" else 1):
+    fields = _FLAG_FIELDS.get(kind, ("std_dev",))  # what the numbers after KIND: are
+    if len(vals) != len(fields):
         raise ValueError(
             f"--weight-modifier: value {text!r} is not allowed; {kind} takes "
-            f"{'RES:STD' if kind == 'discretize_add_normal' else 'one number'}"
+            f"{'RES:STD' if len(fields) == 2 else 'one number'}"
         )
-    fields = {"discretize": ("res",), "discretize_add_normal": ("res", "std_dev"), "drop_connect": ("pdrop",)}
     try:
-        return WeightModifier(kind, **dict(zip(fields.get(kind, ("std_dev",)), vals, strict=True)))
+        return WeightModifier(kind, **dict(zip(fields, vals, strict=True)))
     except ValueError as e:  # name the flag the user wrote
         raise ValueError(f"--weight-modifier: value {text!r} is not allowed ({e})") from None
 
